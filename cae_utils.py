@@ -10,7 +10,12 @@ Sections
 3. Models: the original 2018 "seed" CAE and an improved CAE, both with a
    128-number latent; encoder and decoder usable on their own.
 4. Losses and metrics: summed squared error (the original's unit), MSE, PSNR.
-5. Figures: ``save_fig`` and small plotting helpers.
+5. Training: ``train_autoencoder`` and the recipes; 5b: the classroom ``TrainingPanel``.
+6. Saving and loading models (``.keras`` + a JSON card, safe mode).
+7. Any image file in, an MNIST-like 28x28 digit out (``image_to_digit``).
+8. The ``.cae`` file, format version 0 (the float latent, with a model fingerprint).
+9. The command line: ``python cae_utils.py encode|decode ...`` (``main``).
+10. Figures and results: ``save_fig``, ``record_results`` and plotting helpers.
 
 Conventions: images are ``float32`` arrays in [0, 1] shaped ``(N, 28, 28, 1)``
 (batch, height, width, channel) unless a docstring says otherwise; labels are
@@ -1274,3 +1279,7 @@ def png_size(image_u8: np.ndarray) -> int:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(image_u8, np.uint8), mode="L").save(buf, format="PNG", optimize=True)
     return buf.getbuffer().nbytes
+
+
+if __name__ == "__main__":
+    sys.exit(main())
