@@ -829,9 +829,14 @@ def save_model(autoencoder, path: str | os.PathLike, card: dict, overwrite: bool
     path.parent.mkdir(parents=True, exist_ok=True)
     card = {**card, "model": autoencoder.name, "parameters": int(autoencoder.count_params()),
             "fingerprint": model_fingerprint(autoencoder).hex(), "versions": library_versions()}
+    # Save an uncompiled twin with the same weights: the optimizer's state (Adam keeps two
+    # numbers per weight) would triple the file and is of no use for encoding/decoding.
+    twin = keras.models.clone_model(autoencoder)
+    twin.set_weights(autoencoder.get_weights())
     with tempfile.TemporaryDirectory(dir=path.parent) as tmpdir:
         tmp = Path(tmpdir) / path.name
-        autoencoder.save(tmp)
+        twin.save(tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     _atomic_write_bytes(path.with_suffix(".json"),
                         (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
@@ -1225,6 +1230,10 @@ def _atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        # mkstemp makes the file private (0600); give it the usual mode a new file gets.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         if not overwrite and path.exists():
             raise CAEError(f"{path} already exists; choose another name or pass --force to replace it.")
         os.replace(tmp, path)
