@@ -15,7 +15,10 @@ Sections
 7. Any image file in, an MNIST-like 28x28 digit out (``image_to_digit``).
 8. The ``.cae`` file, format version 0 (the float latent, with a model fingerprint).
 9. The command line: ``python cae_utils.py encode|decode ...`` (``main``).
-10. Figures and results: ``save_fig``, ``record_results`` and plotting helpers.
+10. Real compression: a rate-distortion CAE (GDN, factorized prior), code tables, and
+    ``LearnedCodec`` with constriction's range coder.
+11. The ``.cae`` file, format version 1 (quantized, entropy-coded; a 7-byte header).
+12. Figures and results: ``save_fig``, ``record_results`` and plotting helpers.
 
 Conventions: images are ``float32`` arrays in [0, 1] shaped ``(N, 28, 28, 1)``
 (batch, height, width, channel) unless a docstring says otherwise; labels are
@@ -183,7 +186,7 @@ def _parse_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarra
         raise CAEError(
             f"MNIST file {path} says it holds {count} items ({expected} bytes) but has {body} bytes "
             "of data: it is truncated or corrupt. Download it again.")
-    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape((count, *item_shape))
+    return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape((count, *item_shape)).copy()
 
 
 def _find_idx_file(folder: Path, name: str) -> Path | None:
@@ -253,9 +256,11 @@ def load_mnist(path: str | os.PathLike | None = None, *, quick: bool | None = No
     is truncated or corrupt.
     """
     quick = QUICK if quick is None else quick
-    chosen = path if path is not None else os.environ.get("CAE_MNIST_DIR") or None
+    chosen = path if path not in (None, "") else os.environ.get("CAE_MNIST_DIR") or None
     if chosen is not None:
         folder = Path(chosen).expanduser()
+        if folder.is_file():
+            raise CAEError(f"MNIST path {folder} is a file, not a folder. " + _where_to_put_mnist())
         if not folder.is_dir():
             raise CAEError(f"MNIST folder {folder} does not exist. " + _where_to_put_mnist())
         (xtr, ytr), (xte, yte) = load_mnist_idx(folder)
@@ -416,6 +421,8 @@ def mse_per_image(x: np.ndarray, x_hat: np.ndarray) -> np.ndarray:
     x_hat = np.clip(np.asarray(x_hat, dtype=np.float64), 0.0, 1.0)
     if x.shape != x_hat.shape:
         raise CAEError(f"Cannot compare images of shape {x.shape} and {x_hat.shape}.")
+    if x.ndim == 0 or len(x) == 0:
+        raise CAEError("Cannot measure the error of an empty batch of images.")
     return ((x - x_hat) ** 2).reshape(len(x), -1).mean(axis=1)
 
 
@@ -843,6 +850,17 @@ def save_model(autoencoder, path: str | os.PathLike, card: dict, overwrite: bool
     return path
 
 
+def update_model_card(path: str | os.PathLike, **fields) -> Path:
+    """Add or replace ``fields`` in the JSON card beside model ``path`` (atomically)."""
+    import json
+
+    card_path = Path(path).with_suffix(".json")
+    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card.update(fields)
+    _atomic_write_bytes(card_path, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    return Path(path)
+
+
 def load_model(path: str | os.PathLike | None = None):
     """Load a saved autoencoder in Keras' safe mode (no arbitrary code runs).
 
@@ -1066,14 +1084,25 @@ def decode_latents(decoder, latents: np.ndarray) -> np.ndarray:
     return np.clip(decoder.predict(latents, verbose=0, batch_size=500), 0, 1).astype(np.float32)
 
 
-def encode_image_file(in_path, out_path, model_path=None, force: bool = False) -> dict:
-    """Encode an image file into a version-0 ``.cae`` file (see the format above).
+def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
+                      quality: int | None = None) -> dict:
+    """Encode an image file into a ``.cae`` file.
 
-    Returns a dict with the output path, its size in bytes and the 28x28 digit.
-    The output is written atomically and an existing file is kept unless ``force``.
+    Without ``quality``: format version 0, the float latent of the improved CAE
+    (``model_path`` or the shipped model). With ``quality`` (1..6): format version 1,
+    really compressed by the learned codec of that quality (``model_path`` may point at
+    another rate-distortion model). Returns a dict with the output path, its size in
+    bytes and the 28x28 digit. The output is written atomically and an existing file is
+    kept unless ``force``.
     """
     out_path = Path(out_path)
     _check_output_path(out_path, force)
+    if quality is not None:
+        codec = load_codec(quality, model_path)
+        digit = image_to_digit(in_path)
+        data = codec.compress(digit[None])[0]
+        _write_output(out_path, data, force)
+        return {"path": out_path, "bytes": len(data), "digit": digit}
     digit = image_to_digit(in_path)
     _, encoder, _, _ = load_model(model_path)
     latent = encode_digits(encoder, digit)[0]
@@ -1082,10 +1111,12 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False) -
     return {"path": out_path, "bytes": len(data), "digit": digit, "latent": latent}
 
 
-def decode_cae_file(in_path, out_path, model_path=None, force: bool = False) -> dict:
-    """Decode a version-0 ``.cae`` file into a 28x28 grayscale PNG.
+def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
+                    quality: int | None = None) -> dict:
+    """Decode a ``.cae`` file (version 0 or 1, told apart by its first byte) into a PNG.
 
-    Returns a dict with the output path and the decoded image ``(28,28,1)`` in [0, 1].
+    For version 1 the quality is read from the file; a ``quality`` given here must match
+    it. Returns a dict with the output path and the decoded image ``(28,28,1)`` in [0, 1].
     """
     from PIL import Image
     import io
@@ -1095,10 +1126,18 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False) -> 
     if not in_path.is_file():
         raise CAEError(f"Input file {in_path} does not exist.")
     data = in_path.read_bytes()
-    _, encoder, decoder, _ = load_model(model_path)
-    latent = unpack_float_latent(data, model_fingerprint(encoder),
-                                 int(np.prod(decoder.input_shape[1:])), source=str(in_path))
-    image = decode_latents(decoder, latent)[0]
+    if data[:1] == bytes([CAE_V1_FIRST_BYTE]):
+        file_quality, *_ = unpack_v1(data, source=str(in_path), expect_quality=quality)
+        codec = load_codec(file_quality, model_path)
+        image = codec.decompress([data], source=str(in_path))[0]
+    else:
+        if quality is not None and data[:3] == CAE_MAGIC:
+            raise CAEError(f"{in_path} is a version-0 .cae file (float latent); decode it "
+                           "without --quality.")
+        _, encoder, decoder, _ = load_model(model_path)
+        latent = unpack_float_latent(data, model_fingerprint(encoder),
+                                     int(np.prod(decoder.input_shape[1:])), source=str(in_path))
+        image = decode_latents(decoder, latent)[0]
     buf = io.BytesIO()
     Image.fromarray(to_uint8_images(image), mode="L").save(buf, format="PNG", optimize=True)
     _write_output(out_path, buf.getvalue(), force)
@@ -1147,8 +1186,13 @@ def _build_parser():
     dec.add_argument("input", metavar="IN.cae")
     dec.add_argument("output", metavar="OUT.png")
     for p in (enc, dec):
+        p.add_argument("--quality", metavar="N", type=int, default=None,
+                       help="learned codec quality 1 (smallest) .. 6 (best): real compression, "
+                            ".cae format v1. Without it, encode writes the float latent (v0); "
+                            "decode reads the quality from the file.")
         p.add_argument("--model", metavar="PATH", default=None,
-                       help=f"model file (.keras); default: the shipped {DEFAULT_MODEL.relative_to(ROOT)}")
+                       help=f"model file (.keras); default: the shipped {DEFAULT_MODEL.relative_to(ROOT)},"
+                            " or models/rd_q<N>.keras with --quality")
         p.add_argument("--force", action="store_true", help="replace OUT if it already exists")
     return parser
 
@@ -1162,19 +1206,539 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "encode":
-            info = encode_image_file(args.input, args.output, args.model, args.force)
+            info = encode_image_file(args.input, args.output, args.model, args.force, args.quality)
             print(f"wrote {info['path']} ({info['bytes']} bytes)")
         else:
-            info = decode_cae_file(args.input, args.output, args.model, args.force)
+            info = decode_cae_file(args.input, args.output, args.model, args.force, args.quality)
             print(f"wrote {info['path']} (28x28 PNG)")
     except CAEError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
     return 0
 
 
 # --------------------------------------------------------------------------------------
-# 10. Figures and results
+# 10. Real compression: a rate-distortion CAE, a learned prior and a range coder
+# --------------------------------------------------------------------------------------
+#
+# The model (Balle et al. 2017, "End-to-end optimized image compression", made small):
+#   encoder  x (28x28x1) -> y (7x7xC)          strided convolutions with GDN
+#   quantize y_hat = round(y - median) + median  (training: y + uniform noise instead)
+#   prior    p(y_hat) = prod over values of CDF_c(y_hat + 1/2) - CDF_c(y_hat - 1/2),
+#            one learned, non-parametric CDF per channel c ("factorized prior")
+#   decoder  y_hat -> x_hat (28x28x1)
+#   loss     bits per pixel + lambda * MSE (on the 0..255 scale)
+# The rate term is the model's own estimate of the file size: -log2 p(y_hat) bits. The
+# range coder (constriction) then writes real bytes that come within a few bytes of it.
+
+@keras.saving.register_keras_serializable(package="cae")
+class GDN(layers.Layer):
+    """Generalized divisive normalization (Balle et al. 2016), or its inverse.
+
+    ``y_i = x_i / sqrt(beta_i + sum_j gamma_ij x_j^2)`` (``inverse=True`` multiplies
+    instead). It normalises local energy across channels, which suits image codecs better
+    than ReLU. ``beta`` and ``gamma`` are kept non-negative; shapes are unchanged.
+    """
+
+    def __init__(self, inverse: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        self.inverse = bool(inverse)
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        self.beta = self.add_weight(name="beta", shape=(c,), initializer="ones",
+                                    constraint=keras.constraints.NonNeg())
+        self.gamma = self.add_weight(name="gamma", shape=(c, c),
+                                     initializer=keras.initializers.Identity(0.1),
+                                     constraint=keras.constraints.NonNeg())
+
+    def call(self, x):
+        ops = keras.ops
+        norm = ops.tensordot(ops.square(x), self.gamma, axes=[[3], [0]]) + self.beta + 1e-6
+        return x * ops.sqrt(norm) if self.inverse else x * ops.rsqrt(norm)
+
+    def get_config(self):
+        return {**super().get_config(), "inverse": self.inverse}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class FactorizedPrior(layers.Layer):
+    """A learned probability model for each latent channel (Balle et al. 2018, appendix 6.1).
+
+    Each channel's cumulative distribution is a tiny monotone network of the value
+    (``filters`` hidden units per layer), so its shape is learned, not assumed. Called on
+    latents ``(N, H, W, C)`` (with uniform noise added in training), it returns the
+    likelihood of each value, ``CDF(y + 1/2) - CDF(y - 1/2)``, same shape, in (0, 1].
+    """
+
+    def __init__(self, filters=(3, 3, 3), init_scale: float = 10.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.init_scale = tuple(int(f) for f in filters), float(init_scale)
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        dims = (1, *self.filters, 1)
+        scale = self.init_scale ** (1.0 / (len(dims) - 1))
+        self.matrices, self.biases, self.factors = [], [], []
+        for i in range(len(dims) - 1):
+            init = float(np.log(np.expm1(1.0 / scale / dims[i + 1])))
+            self.matrices.append(self.add_weight(
+                name=f"matrix{i}", shape=(c, dims[i + 1], dims[i]),
+                initializer=keras.initializers.Constant(init)))
+            self.biases.append(self.add_weight(
+                name=f"bias{i}", shape=(c, dims[i + 1], 1),
+                initializer=keras.initializers.RandomUniform(-0.5, 0.5)))
+            if i < len(dims) - 2:
+                self.factors.append(self.add_weight(
+                    name=f"factor{i}", shape=(c, dims[i + 1], 1), initializer="zeros"))
+
+    def logits_cdf(self, x):
+        """The CDF's logits at values ``x`` shaped ``(C, 1, M)``; result ``(C, 1, M)``."""
+        ops = keras.ops
+        logits = x
+        for i, matrix in enumerate(self.matrices):
+            logits = ops.matmul(ops.softplus(matrix), logits) + self.biases[i]
+            if i < len(self.factors):
+                logits = logits + ops.tanh(self.factors[i]) * ops.tanh(logits)
+        return logits
+
+    def call(self, y):
+        ops = keras.ops
+        shape = ops.shape(y)
+        c = shape[-1]
+        values = ops.reshape(ops.transpose(y, (3, 0, 1, 2)), (c, 1, -1))
+        lower, upper = self.logits_cdf(values - 0.5), self.logits_cdf(values + 0.5)
+        # Work on the side of the distribution where the sigmoid is not saturated.
+        sign = -ops.sign(lower + upper)
+        sign = ops.where(ops.equal(sign, 0.0), ops.ones_like(sign), sign)
+        lik = ops.abs(ops.sigmoid(sign * upper) - ops.sigmoid(sign * lower))
+        lik = ops.maximum(lik, 1e-9)
+        lik = ops.reshape(lik, (c, shape[0], shape[1], shape[2]))
+        return ops.transpose(lik, (1, 2, 3, 0))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": list(self.filters), "init_scale": self.init_scale}
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class UniformNoise(layers.Layer):
+    """Adds uniform noise in [-1/2, 1/2) while training: a differentiable stand-in for
+    rounding. At inference it passes values through unchanged (the codec rounds them)."""
+
+    def call(self, y, training=None):
+        if training:
+            return y + keras.random.uniform(keras.ops.shape(y), -0.5, 0.5)
+        return y
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class BitsPerImage(layers.Layer):
+    """Likelihoods ``(N, H, W, C)`` -> information content ``-sum log2 p`` in bits, ``(N,)``."""
+
+    def call(self, lik):
+        return -keras.ops.sum(keras.ops.log(lik), axis=(1, 2, 3)) / float(np.log(2.0))
+
+
+def build_rd_cae(channels: int = 16, width: int = 64):
+    """A rate-distortion CAE for 28x28 digits with a 7x7x``channels`` integer latent.
+
+    Encoder: Conv 5x5/2 -> GDN -> Conv 5x5/2 -> GDN -> Conv 3x3 (28 -> 14 -> 7).
+    Decoder: Conv-transpose mirrors it with inverse GDN; linear output.
+    Returns ``(trainer, encoder, decoder, prior)``: ``trainer`` maps an image to
+    ``{"x_hat": (N,28,28,1), "bits": (N,)}`` with noise in training; ``encoder`` maps
+    ``(N,28,28,1)`` -> ``(N,7,7,C)``; ``decoder`` the reverse; ``prior`` is the
+    :class:`FactorizedPrior` layer.
+    """
+    enc_in = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(width, 5, strides=2, padding="same", name="conv1")(enc_in)
+    x = GDN(name="gdn1")(x)
+    x = layers.Conv2D(width, 5, strides=2, padding="same", name="conv2")(x)
+    x = GDN(name="gdn2")(x)
+    y = layers.Conv2D(channels, 3, padding="same", name="to_latent")(x)
+    encoder = keras.Model(enc_in, y, name="rd_encoder")
+
+    dec_in = keras.Input((7, 7, channels), name="latent")
+    z = layers.Conv2DTranspose(width, 3, padding="same", name="deconv1")(dec_in)
+    z = GDN(inverse=True, name="igdn1")(z)
+    z = layers.Conv2DTranspose(width, 5, strides=2, padding="same", name="deconv2")(z)
+    z = GDN(inverse=True, name="igdn2")(z)
+    out = layers.Conv2DTranspose(1, 5, strides=2, padding="same", name="to_pixels")(z)
+    decoder = keras.Model(dec_in, out, name="rd_decoder")
+
+    inp = keras.Input((28, 28, 1), name="image")
+    y = encoder(inp)
+    y_noisy = UniformNoise(name="noise")(y)
+    prior_layer = FactorizedPrior(name="prior")
+    lik = prior_layer(y_noisy)
+    bits = BitsPerImage(name="bits")(lik)
+    x_hat = decoder(y_noisy)
+    x_hat = layers.Identity(name="x_hat")(x_hat)
+    trainer = keras.Model(inp, {"x_hat": x_hat, "bits": bits}, name=f"rd_cae_{channels}")
+    return trainer, encoder, decoder, prior_layer
+
+
+
+@keras.saving.register_keras_serializable(package="cae")
+class MeanOfPrediction(keras.losses.Loss):
+    """A 'loss' that is simply the model output averaged over the batch (the rate term)."""
+
+    def call(self, y_true, y_pred):
+        return y_pred
+
+
+#: Quality levels 1..6 of the shipped learned codec: the rate-distortion trade-off lambda
+#: (loss = bits per pixel + lambda * MSE on the 0..255 scale). Higher = bigger, better.
+QUALITY_LAMBDAS = {1: 0.0015, 2: 0.004, 3: 0.01, 4: 0.025, 5: 0.07, 6: 0.2}
+
+
+def rd_model_path(quality: int) -> Path:
+    """Where the shipped model for ``quality`` lives: ``models/rd_q<N>.keras``."""
+    return MODELS_DIR / f"rd_q{int(quality)}.keras"
+
+
+def train_rd_cae(trainer, x_train: np.ndarray, lam: float, *, epochs: int = 5,
+                 batch_size: int = 64, learning_rate: float = 1e-3, seed: int = 42,
+                 callbacks=(), verbose: int = 0) -> dict:
+    """Train a :func:`build_rd_cae` model for ``bits/784 + lam * MSE_255``.
+
+    ``x_train``: ``(N,28,28,1)`` float32 in [0, 1]. Adam with warm-up and cosine decay.
+    Returns ``{"seconds", "history"}`` where history holds per-epoch ``loss``,
+    ``bits_loss`` (bits per pixel) and ``x_hat_loss`` (lambda-weighted distortion).
+    """
+    import time
+
+    epochs = _check_int("epochs", epochs, *EPOCH_RANGE)
+    batch_size = _check_int("batch_size", batch_size, *BATCH_SIZE_RANGE)
+    if not lam > 0:
+        raise CAEError(f"lambda must be positive, got {lam!r}.")
+    set_seed(seed)
+    steps = epochs * -(-len(x_train) // batch_size)
+    trainer.compile(
+        optimizer=make_optimizer("adam", learning_rate, steps, warmup_steps=min(300, steps // 10)),
+        loss={"x_hat": keras.losses.MeanSquaredError(), "bits": MeanOfPrediction()},
+        loss_weights={"x_hat": float(lam) * 255.0 ** 2, "bits": 1.0 / (28 * 28)})
+    targets = {"x_hat": x_train, "bits": np.zeros(len(x_train), np.float32)}
+    start = time.perf_counter()
+    hist = trainer.fit(x_train, targets, batch_size=batch_size, epochs=epochs, shuffle=True,
+                       callbacks=list(callbacks), verbose=verbose)
+    return {"seconds": time.perf_counter() - start, "history": hist.history}
+
+
+def _prior_logits_np(weights: list[np.ndarray], n_layers: int, x: np.ndarray) -> np.ndarray:
+    """NumPy float64 twin of :meth:`FactorizedPrior.logits_cdf`; ``x`` is ``(C, 1, M)``."""
+    mats, biases, factors = weights[0::3], weights[1::3], weights[2::3]
+    logits = x
+    for i in range(n_layers):
+        m = np.logaddexp(0.0, mats[i])  # softplus
+        logits = m @ logits + biases[i]
+        if i < n_layers - 1:
+            logits = logits + np.tanh(factors[i]) * np.tanh(logits)
+    return logits
+
+
+def _prior_weights_np(prior) -> tuple[list[np.ndarray], int]:
+    """The prior's weights in (matrix, bias, factor) order as float64 arrays."""
+    n = len(prior.matrices)
+    ws = []
+    for i in range(n):
+        ws.append(np.asarray(prior.matrices[i].numpy(), np.float64))
+        ws.append(np.asarray(prior.biases[i].numpy(), np.float64))
+        ws.append(np.asarray(prior.factors[i].numpy(), np.float64) if i < n - 1 else None)
+    return ws, n
+
+
+def build_code_tables(prior, tail: float = 1e-7, max_symbols: int = 255) -> dict:
+    """Probability tables for the range coder, from the learned per-channel CDFs.
+
+    For channel ``c`` with median ``m_c``, symbol ``k`` (the integer ``round(y - m_c)``,
+    from ``offset_c`` to ``offset_c + K_c - 1``) gets ``CDF(m_c + k + 1/2) - CDF(m_c + k - 1/2)``;
+    the probability beyond either end is folded into the end symbols, so every integer
+    is codable (values past the ends are clamped). Computed in float64 and stored beside
+    the model, so encoder and decoder use bit-identical tables on every machine.
+
+    Returns ``{"medians": (C,), "offsets": (C,) int32, "pmfs": (C, Kmax) float64,
+    "sizes": (C,) int32}``.
+    """
+    from scipy.special import expit
+
+    ws, n = _prior_weights_np(prior)
+    channels = ws[0].shape[0]
+    grid = np.arange(-200.0, 200.0, 0.01)
+    cdf = expit(_prior_logits_np(ws, n, np.broadcast_to(grid, (channels, 1, grid.size))))[:, 0, :]
+    medians, offsets, sizes, pmfs = [], [], [], []
+    for c in range(channels):
+        med = grid[np.searchsorted(cdf[c], 0.5)]
+        lo = grid[min(np.searchsorted(cdf[c], tail), grid.size - 1)]
+        hi = grid[min(np.searchsorted(cdf[c], 1 - tail), grid.size - 1)]
+        kmin, kmax = int(np.floor(lo - med)), int(np.ceil(hi - med))
+        if kmax - kmin + 1 > max_symbols:  # a very wide channel: keep the central symbols
+            half = max_symbols // 2
+            kmin, kmax = max(kmin, -half), min(kmax, half)
+        ks = np.arange(kmin, kmax + 1, dtype=np.float64)
+        edges = np.concatenate([ks - 0.5, [kmax + 0.5]]) + med
+        cdf_edges = expit(_prior_logits_np(ws, n, edges[None, None, :].repeat(channels, 0))[c, 0])
+        pmf = np.diff(cdf_edges)
+        pmf[0] += cdf_edges[0]
+        pmf[-1] += 1.0 - cdf_edges[-1]
+        pmf = np.maximum(pmf, 1e-12)
+        medians.append(med); offsets.append(kmin); sizes.append(len(pmf)); pmfs.append(pmf / pmf.sum())
+    table = np.zeros((channels, max(sizes)), np.float64)
+    for c, pmf in enumerate(pmfs):
+        table[c, :len(pmf)] = pmf
+    return {"medians": np.array(medians, np.float64), "offsets": np.array(offsets, np.int32),
+            "pmfs": table, "sizes": np.array(sizes, np.int32)}
+
+
+class LearnedCodec:
+    """A trained rate-distortion CAE plus its code tables: digits <-> ``.cae`` v1 bytes.
+
+    Load a shipped quality with :func:`load_codec`. ``compress`` and ``decompress`` work
+    on batches; :meth:`estimate_bits` gives the model's own rate estimate for comparison
+    with the real bytes.
+    """
+
+    def __init__(self, encoder, decoder, tables: dict, quality: int, fingerprint: bytes,
+                 card: dict | None = None):
+        import constriction
+
+        self.encoder, self.decoder, self.quality = encoder, decoder, int(quality)
+        self.fingerprint, self.card = bytes(fingerprint), card or {}
+        self.medians = np.asarray(tables["medians"], np.float64)
+        self.offsets = np.asarray(tables["offsets"], np.int32)
+        self.sizes = np.asarray(tables["sizes"], np.int32)
+        self.pmfs = [np.asarray(tables["pmfs"][c, :self.sizes[c]], np.float64)
+                     for c in range(len(self.sizes))]
+        self.latent_shape = tuple(int(d) for d in decoder.input_shape[1:])
+        self._models = [constriction.stream.model.Categorical(p, perfect=False) for p in self.pmfs]
+        self._log2 = [np.log2(p) for p in self.pmfs]
+
+    # -- quantization ----------------------------------------------------------------
+    def quantize(self, latents: np.ndarray) -> np.ndarray:
+        """Latents ``(N,7,7,C)`` float -> symbols ``(N,7,7,C)`` int32, each in ``[0, K_c)``."""
+        q = np.round(np.asarray(latents, np.float64) - self.medians) - self.offsets
+        return np.clip(q, 0, self.sizes - 1).astype(np.int32)
+
+    def dequantize(self, symbols: np.ndarray) -> np.ndarray:
+        """Symbols -> the latent values the decoder sees (float32)."""
+        return (np.asarray(symbols, np.float64) + self.offsets + self.medians).astype(np.float32)
+
+    def estimate_bits(self, symbols: np.ndarray) -> np.ndarray:
+        """The model's own rate: ``-sum log2 p(symbol)`` per image, in bits, shape ``(N,)``."""
+        symbols = np.asarray(symbols)
+        bits = np.zeros(len(symbols))
+        for c, lg in enumerate(self._log2):
+            bits -= lg[symbols[..., c].reshape(len(symbols), -1)].sum(axis=1)
+        return bits
+
+    # -- bytes -------------------------------------------------------------------------
+    def _code(self, symbols: np.ndarray) -> bytes:
+        import constriction
+
+        coder = constriction.stream.queue.RangeEncoder()
+        for c, model in enumerate(self._models):  # channel by channel, 49 values each
+            coder.encode(np.ascontiguousarray(symbols[..., c].ravel(), np.int32), model)
+        return _words_to_bytes(coder.get_compressed())
+
+    def _uncode(self, payload: bytes) -> np.ndarray:
+        import constriction
+
+        decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(payload))
+        per_channel = int(np.prod(self.latent_shape[:-1]))
+        chans = [decoder.decode(model, per_channel) for model in self._models]
+        return np.stack(chans, axis=-1).reshape(self.latent_shape).astype(np.int32)
+
+    def compress(self, digits: np.ndarray) -> list[bytes]:
+        """Digits ``(N,28,28,1)`` in [0, 1] -> one complete ``.cae`` v1 file (bytes) each."""
+        symbols = self.quantize(encode_digits(self.encoder, digits))
+        h, w = 28, 28
+        return [pack_v1(self.quality, self.fingerprint, h, w, self._code(s)) for s in symbols]
+
+    def decompress(self, files, source: str = "the .cae data") -> np.ndarray:
+        """``.cae`` v1 files (bytes) -> digits ``(N,28,28,1)`` float32 in [0, 1].
+
+        Each file is fully checked first (:func:`unpack_v1`); any problem raises
+        :class:`CAEError` naming it.
+        """
+        symbols = []
+        for data in files:
+            quality, _, h, w, payload = unpack_v1(data, self.fingerprint, source=source,
+                                                  expect_quality=self.quality)
+            if (h, w) != (28, 28):
+                raise CAEError(f"{source} holds a {w}x{h} image; this digit codec only "
+                               "decodes 28x28 images.")
+            try:
+                symbols.append(self._uncode(payload))
+            except Exception as exc:  # constriction found the payload inconsistent
+                raise CAEError(f"{source} is corrupt: its coded data cannot be decoded ({exc}).") from None
+        if not symbols:
+            return np.zeros((0, 28, 28, 1), np.float32)
+        return decode_latents(self.decoder, self.dequantize(np.stack(symbols)))
+
+    def symbols_roundtrip(self, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(symbols the model produced, symbols read back from the bytes): must be equal."""
+        symbols = self.quantize(encode_digits(self.encoder, digits))
+        back = np.stack([self._uncode(unpack_v1(f, self.fingerprint)[4])
+                         for f in [pack_v1(self.quality, self.fingerprint, 28, 28, self._code(s))
+                                   for s in symbols]])
+        return symbols, back
+
+
+def _words_to_bytes(words: np.ndarray) -> bytes:
+    """Range-coder words (uint32) -> bytes, big-endian, with up to 3 trailing zero bytes
+    dropped (the decoder pads them back): every byte shows at 50-byte file sizes."""
+    raw = np.asarray(words, ">u4").tobytes()
+    strip = 0
+    while strip < 3 and len(raw) - strip > 0 and raw[len(raw) - 1 - strip] == 0:
+        strip += 1
+    return raw[:len(raw) - strip]
+
+
+def _bytes_to_words(data: bytes) -> np.ndarray:
+    """Inverse of :func:`_words_to_bytes`."""
+    data = bytes(data) + b"\x00" * (-len(data) % 4)
+    return np.frombuffer(data, ">u4").astype(np.uint32)
+
+
+# --------------------------------------------------------------------------------------
+# 11. The .cae file, format version 1: quantized and entropy-coded
+# --------------------------------------------------------------------------------------
+#
+#   byte 0      0xC1: magic (high nibble 0xC) and format version 1 (low nibble)
+#   byte 1      quality level (1..15)
+#   byte 2      model check: the first byte of the model's weight fingerprint
+#   bytes 3..   image height, then width, each a LEB128 varint (1 byte each below 128)
+#   next 2      CRC-16 (CCITT) of the header before it and of the payload
+#   the rest    the range-coded payload
+#
+# For a 28x28 digit the header is 7 bytes. v0 files (float latents) start with b"CAE".
+
+CAE_V1_FIRST_BYTE = 0xC1
+CAE_MAX_DIMENSION = 1 << 20  # refuse absurd claimed sizes before allocating anything
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, source: str) -> tuple[int, int]:
+    value = shift = 0
+    for i in range(pos, min(len(data), pos + 4)):
+        value |= (data[i] & 0x7F) << shift
+        shift += 7
+        if not data[i] & 0x80:
+            return value, i + 1
+    raise CAEError(f"{source} is truncated or corrupt: its image size field is incomplete.")
+
+
+def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: bytes) -> bytes:
+    """A complete ``.cae`` v1 file: the header (see the layout above) then ``payload``."""
+    import binascii
+
+    quality = _check_int("quality", quality, 1, 15)
+    height = _check_int("height", height, 1, CAE_MAX_DIMENSION)
+    width = _check_int("width", width, 1, CAE_MAX_DIMENSION)
+    head = bytes([CAE_V1_FIRST_BYTE, quality, fingerprint[0]]) + _varint(height) + _varint(width)
+    crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
+    return head + struct.pack(">H", crc) + bytes(payload)
+
+
+def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the .cae data",
+              expect_quality: int | None = None) -> tuple[int, int, int, int, bytes]:
+    """Check a ``.cae`` v1 file and split it: ``(quality, model_byte, height, width, payload)``.
+
+    Checks, in order: not empty, the magic/version byte, the quality, the model byte
+    (against ``fingerprint`` if given), a complete and sane size, the CRC. Raises
+    :class:`CAEError` saying which check failed and what to do.
+    """
+    import binascii
+
+    data = bytes(data)
+    if not data:
+        raise CAEError(f"{source} is empty (0 bytes).")
+    if data[0] != CAE_V1_FIRST_BYTE:
+        if data[:3] == CAE_MAGIC[:len(data[:3])]:
+            raise CAEError(f"{source} is a version-0 .cae file (float latent); decode it without "
+                           "--quality.")
+        if data[0] >> 4 == 0xC:
+            raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}; this code reads "
+                           "versions 0 and 1.")
+        raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
+    if len(data) < 7:
+        raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the header.")
+    quality, model_byte = data[1], data[2]
+    if not 1 <= quality <= 15:
+        raise CAEError(f"{source} is corrupt: quality {quality} is not a valid level.")
+    if expect_quality is not None and quality != expect_quality:
+        raise CAEError(f"{source} was written at quality {quality}, but the codec in use is "
+                       f"quality {expect_quality}; decode it with --quality {quality}.")
+    if fingerprint is not None and model_byte != fingerprint[0]:
+        raise CAEError(f"{source} was written by a different model (model byte 0x{model_byte:02x}, "
+                       f"this model has 0x{fingerprint[0]:02x}); decode it with the model that "
+                       "encoded it.")
+    height, pos = _read_varint(data, 3, source)
+    width, pos = _read_varint(data, pos, source)
+    if not (1 <= height <= CAE_MAX_DIMENSION and 1 <= width <= CAE_MAX_DIMENSION):
+        raise CAEError(f"{source} is corrupt: it claims an image of {width}x{height} pixels.")
+    if len(data) < pos + 2:
+        raise CAEError(f"{source} is truncated: the header ends early.")
+    (crc,) = struct.unpack(">H", data[pos:pos + 2])
+    payload = data[pos + 2:]
+    if binascii.crc_hqx(payload, binascii.crc_hqx(data[:pos], 0xFFFF)) != crc:
+        raise CAEError(f"{source} is corrupt or truncated: its checksum does not match.")
+    return quality, model_byte, height, width, payload
+
+
+def save_codec(trainer, encoder, decoder, prior, quality: int, card: dict,
+               overwrite: bool = False) -> Path:
+    """Save a trained rate-distortion CAE as quality ``quality``: the trainer model
+    (``models/rd_q<N>.keras``), its card (``.json``) and its code tables (``.npz``)."""
+    import io
+
+    path = rd_model_path(quality)
+    tables = build_code_tables(prior)
+    save_model(trainer, path, {**card, "quality": int(quality)}, overwrite=overwrite)
+    buf = io.BytesIO()
+    np.savez(buf, **tables)
+    _atomic_write_bytes(path.with_suffix(".npz"), buf.getvalue())
+    return path
+
+
+_CODEC_CACHE: dict = {}
+
+
+def load_codec(quality: int, path: str | os.PathLike | None = None) -> LearnedCodec:
+    """The learned codec for ``quality`` (1..6), loaded once and cached.
+
+    ``path`` overrides the shipped ``models/rd_q<N>.keras`` (its ``.npz`` tables must
+    sit beside it). Raises :class:`CAEError` for an unknown quality or missing files.
+    """
+    quality = _check_int("quality", quality, 1, 15)
+    path = Path(path) if path is not None else rd_model_path(quality)
+    key = (quality, str(path.resolve()) if path.exists() else str(path))
+    if key in _CODEC_CACHE:
+        return _CODEC_CACHE[key]
+    if path == rd_model_path(quality) and not path.is_file():
+        known = sorted(int(p.stem[4:]) for p in MODELS_DIR.glob("rd_q*.keras"))
+        raise CAEError(f"There is no shipped model for quality {quality}; available: "
+                       f"{', '.join(map(str, known)) or 'none'}.")
+    trainer, encoder, decoder, card = load_model(path)
+    tables_path = path.with_suffix(".npz")
+    if not tables_path.is_file():
+        raise CAEError(f"The code tables {tables_path} are missing; they ship beside the model.")
+    with np.load(tables_path) as npz:
+        tables = {k: npz[k] for k in npz.files}
+    codec = LearnedCodec(encoder, decoder, tables, quality, model_fingerprint(trainer), card)
+    _CODEC_CACHE[key] = codec
+    return codec
+
+
+# --------------------------------------------------------------------------------------
+# 12. Figures and results
 # --------------------------------------------------------------------------------------
 
 def save_fig(name: str, fig=None, dpi: int = 110, tight: bool = True) -> Path:
@@ -1194,8 +1758,12 @@ def save_fig(name: str, fig=None, dpi: int = 110, tight: bool = True) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
     if tight:
         fig.tight_layout()
-    fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -1209,8 +1777,23 @@ def record_results(notebook: str, results: dict) -> Path:
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{notebook}.json"
-    _atomic_write_bytes(path, (json.dumps(results, indent=2, sort_keys=True) + "\n").encode())
+    try:  # strict JSON: an infinite PSNR (a perfect copy) is written as the string "inf"
+        text = json.dumps(results, indent=2, sort_keys=True, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite_or_str(results), indent=2, sort_keys=True, allow_nan=False)
+    _atomic_write_bytes(path, (text + "\n").encode())
     return path
+
+
+def _finite_or_str(obj):
+    """``obj`` with every non-finite float replaced by its string ("inf", "nan")."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_str(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_str(v) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return str(obj)
+    return obj
 
 
 def _atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None:
@@ -1292,3 +1875,265 @@ def png_size(image_u8: np.ndarray) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ---- Notebook 04 helpers ----
+# Small tools for notebooks/04_encode_decode.ipynb: how an image file looks, its
+# preprocessing steps, the bytes of a .cae file field by field, and the 8-bit
+# quantization experiment. Appended by the notebook-04 author; nothing above is changed.
+
+def image_preview(img_or_path) -> np.ndarray:
+    """An image file as it looks to a person, as an array for ``plt.imshow``.
+
+    Colour, palette and transparent images become RGB with any transparent part laid over
+    a light checkerboard (so the transparency is visible); 16-bit, 32-bit and float
+    images become gray scaled by their own range.
+    """
+    from PIL import Image, ImageOps
+
+    img = img_or_path if isinstance(img_or_path, Image.Image) else open_image(img_or_path)
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        return ((arr - arr.min()) / max(float(np.ptp(arr)), 1e-12)).astype(np.float32)
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+    yy, xx = np.indices(rgba.shape[:2])
+    checks = np.where(((yy // 16) + (xx // 16)) % 2 == 0, 0.92, 0.78)[..., None]
+    alpha = rgba[..., 3:]
+    return rgba[..., :3] * alpha + checks * (1.0 - alpha)
+
+
+def show_preprocessing(paths, titles=None):
+    """One row per image file: the file as it looks, then each step of :func:`image_to_digit`.
+
+    Every step is drawn with black = 0 and white = the step's brightest value, with its
+    width x height under the title. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    rows = [image_to_digit(p, return_steps=True)[1] for p in paths]
+    titles = list(titles) if titles is not None else [Path(p).name for p in paths]
+    cols = 1 + max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(1.75 * cols, 1.95 * len(rows)), squeeze=False)
+    for r, (path, steps) in enumerate(zip(paths, rows)):
+        for ax in axes[r]:
+            ax.axis("off")
+        axes[r, 0].imshow(image_preview(path), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_title(titles[r], fontsize=8)
+        for c, (title, arr) in enumerate(steps, start=1):
+            axes[r, c].imshow(arr, cmap="gray", vmin=0, vmax=max(float(arr.max()), 1e-6))
+            axes[r, c].set_title(f"{title}\n{arr.shape[1]}x{arr.shape[0]}", fontsize=7)
+    return fig
+
+
+def cae_fields(data: bytes) -> list[tuple[int, int, str, bytes]]:
+    """Split the bytes of a version-0 ``.cae`` file into its fields (no checks made).
+
+    Returns ``(offset, size, name, field bytes)`` for magic, version, fingerprint, the
+    latent and the CRC-32, following the layout comment of section 8.
+    """
+    data = bytes(data)
+    n = _CAE_HEADER.size
+    return [(0, 3, "magic", data[0:3]), (3, 1, "format version", data[3:4]),
+            (4, 4, "model fingerprint", data[4:n]),
+            (n, len(data) - n - 4, "latent, float32 little-endian", data[n:-4]),
+            (len(data) - 4, 4, "CRC-32 of all bytes before it", data[-4:])]
+
+
+def latent_ranges(latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension minimum and maximum of ``(N, D)`` latents (e.g. the training set's)."""
+    latents = np.asarray(latents, np.float32).reshape(len(latents), -1)
+    return latents.min(axis=0), latents.max(axis=0)
+
+
+def quantize_uniform(latents: np.ndarray, low: np.ndarray, high: np.ndarray,
+                     bits: int = 8) -> np.ndarray:
+    """Uniform scalar quantization: each latent number to an integer code in ``0 .. 2**bits-1``.
+
+    ``low`` and ``high`` (per dimension, from :func:`latent_ranges`) belong to the model,
+    not to each file; values outside them are clipped. Returns ``uint8`` or ``uint16``.
+    """
+    if not 1 <= int(bits) <= 16:
+        raise CAEError(f"bits must be between 1 and 16, got {bits}.")
+    levels = 2 ** int(bits) - 1
+    span = np.maximum(np.asarray(high, np.float64) - low, 1e-12)
+    codes = np.round((np.clip(latents, low, high) - low) / span * levels)
+    return codes.astype(np.uint8 if bits <= 8 else np.uint16)
+
+
+def dequantize_uniform(codes: np.ndarray, low: np.ndarray, high: np.ndarray,
+                       bits: int = 8) -> np.ndarray:
+    """The latent values that :func:`quantize_uniform` codes stand for (``float32``)."""
+    levels = 2 ** int(bits) - 1
+    span = np.asarray(high, np.float64) - low
+    return (low + np.asarray(codes, np.float64) / levels * span).astype(np.float32)
+
+
+def stray_ink_share(digit: np.ndarray, radius: int = 2, strong: float = 0.5) -> float:
+    """Share of a digit's total brightness lying more than ``radius`` pixels from any stroke.
+
+    A stroke pixel is one at least ``strong`` (digits in [0, 1]); MNIST digits score close
+    to 0. A large value means preprocessing let background (shadows, paper texture) into
+    the digit.
+    """
+    d = np.squeeze(np.asarray(digit, np.float64))
+    near = d >= strong
+    padded = np.pad(near, radius)
+    h, w = d.shape
+    grown = np.zeros_like(near)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            grown |= padded[dy:dy + h, dx:dx + w]
+    total = d.sum()
+    return float(d[~grown].sum() / total) if total > 0 else 0.0
+
+
+# ---- Notebook 03 helpers ----
+# Tools for notebook 03 (training) and benchmarks/race_original.py: the 2018 project's
+# reported numbers, a quiet-TensorFlow block, a learning-rate sweep, the size of a loss's
+# gradients, the noise of a loss curve, loss-curve and digit-row plots, a Markdown table.
+# Appended in one piece; nothing above was changed.
+
+#: What the 2018 project reported for its seed CAE (training loss, SSE per batch of 8)
+#: and the value it aimed for. Historical facts, used as reference lines and targets.
+ORIGINAL_REPORTED_LOSS = (100.0, 120.0)
+ORIGINAL_TARGET_LOSS = 50.0
+
+
+def quiet_tensorflow():
+    """A ``with`` block that hides TensorFlow's C++ log lines (file descriptor 2) inside it.
+
+    The first time a process trains the seed CAE, TensorFlow's graph optimizer prints a
+    harmless ``remapper failed: INVALID_ARGUMENT ... LeakyRelu`` line: it cannot fuse
+    the convolution with its leaky ReLU for the gradient, leaves that part of the graph as
+    it is, and training runs normally. The line would land in the notebook as a red stderr
+    output. Python warnings and exceptions are not affected (they do not use descriptor 2
+    in Jupyter). Use it around training calls only::
+
+        with cu.quiet_tensorflow():
+            result = cu.train_autoencoder(...)
+    """
+    return _stderr_silenced()
+
+
+def gradient_norm(autoencoder, images: np.ndarray, loss: str) -> float:
+    """Global L2 norm of the gradient of ``loss`` ("sse" or "mse") on one batch ``images``.
+
+    Nothing is trained. Comparing ``"sse"`` with ``"mse"`` on the same batch of ``B``
+    images shows the factor ``B x 784`` between the two losses' gradients, the reason
+    plain SGD needs a tiny learning rate with the summed loss (notebook 03).
+    """
+    x = tf.convert_to_tensor(np.asarray(images, np.float32))
+    loss_fn = make_loss(loss)
+    with tf.GradientTape() as tape:
+        value = loss_fn(x, autoencoder(x, training=True))
+    grads = tape.gradient(value, autoencoder.trainable_variables)
+    return float(tf.linalg.global_norm([g for g in grads if g is not None]).numpy())
+
+
+def learning_rate_sweep(build, x_train: np.ndarray, learning_rates, *, steps: int,
+                        optimizer: str = "sgd", loss: str = "sse", batch_size: int = 8,
+                        window: int = 100, seed: int = 42) -> list[dict]:
+    """Train a fresh model (``build()[0]``, seeded) for ``steps`` batches at each learning rate.
+
+    Every run starts from the same weights and sees the same batches, so the runs differ
+    only in the rate. Returns one dict per rate: ``learning_rate``, ``diverged`` (the loss
+    became NaN/inf and training stopped there), ``steps`` run, ``final_loss`` (mean of the
+    last ``window`` per-batch losses in the 2018 unit; NaN if diverged), ``start_loss``
+    (mean of the first ``window``), ``seconds`` and ``batch_losses``. Keras' "Invalid
+    loss, terminating training" lines are swallowed: ``diverged`` says it.
+    """
+    import io
+
+    rows = []
+    for lr in learning_rates:
+        set_seed(seed)
+        autoencoder = build()[0]
+        with contextlib.redirect_stdout(io.StringIO()):
+            r = train_autoencoder(autoencoder, x_train, steps=steps, batch_size=batch_size,
+                                  optimizer=optimizer, learning_rate=float(lr), loss=loss, seed=seed)
+        orig = loss_in_original_unit(r["batch_losses"], loss, batch_size)
+        ok = not r["diverged"] and len(orig) > 0
+        rows.append({"learning_rate": float(lr), "diverged": bool(r["diverged"]), "steps": r["steps"],
+                     "start_loss": float(np.mean(orig[:window])) if ok else float("nan"),
+                     "final_loss": float(np.mean(orig[-window:])) if ok else float("nan"),
+                     "seconds": r["seconds"], "batch_losses": r["batch_losses"]})
+    return rows
+
+
+def loss_noise(batch_losses, loss: str, batch_size: int, window: int = 51) -> float:
+    """How noisy a training curve is: std of the per-batch loss around its moving average.
+
+    Losses are first put in the 2018 unit *per 8 images* (:func:`loss_in_original_unit`),
+    so batches of different sizes compare fairly. The average is centred (``window``
+    steps, fewer for short runs) and only the second half of the run is used, where the
+    curve is nearly flat, so that the downward trend is not counted as noise.
+    """
+    values = loss_in_original_unit(batch_losses, loss, batch_size)
+    if len(values) < 12:
+        raise CAEError(f"Need at least 12 losses to measure noise, got {len(values)}.")
+    window = max(3, min(int(window), len(values) // 4) | 1)  # odd: centred on a step
+    centred = np.convolve(values, np.ones(window) / window, mode="valid")
+    resid = values[window // 2: window // 2 + len(centred)] - centred
+    return float(np.std(resid[len(resid) // 2:]))
+
+
+def plot_loss_curve(ax, result: dict, label: str, color: str | None = None, window: int = 50,
+                    per: str = "step"):
+    """Draw one :func:`train_autoencoder` result on ``ax`` in the 2018 unit (SSE per 8 images).
+
+    Each batch's loss is drawn thin and faint, its ``window``-step moving average thick.
+    ``per="step"`` puts training steps on the x axis, ``per="image"`` the number of
+    training images seen (fair when batch sizes differ). A diverged run is drawn up to its
+    last finite loss. Returns ``ax``.
+    """
+    values = loss_in_original_unit(result["batch_losses"], result["loss"], result["batch_size"])
+    values = values[np.isfinite(values)]
+    x = np.arange(1, len(values) + 1) * (result["batch_size"] if per == "image" else 1)
+    raw, = ax.plot(x, values, lw=0.5, alpha=0.25, color=color)
+    ax.plot(x, smooth(values, window), lw=2.0, color=raw.get_color(), label=label)
+    ax.set_xlabel("training images seen" if per == "image" else "training step")
+    ax.set_ylabel("loss (SSE per 8 images)")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def show_rows(image_rows, row_titles, n: int = 10, title: str | None = None):
+    """Several rows of digits, one row per array in ``image_rows`` (first ``n`` of each).
+
+    E.g. originals, then the reconstructions of two models, with ``row_titles`` written
+    to the left of each row. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    n = min([n, *map(len, image_rows)])
+    fig, axes = plt.subplots(len(image_rows), n, figsize=(1.6 + n * 0.8, 0.85 * len(image_rows) + 0.35),
+                             squeeze=False)
+    for r, imgs in enumerate(image_rows):
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(np.clip(np.squeeze(imgs[i]), 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]); ax.set_yticks([])
+        axes[r, 0].set_ylabel(row_titles[r], fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def markdown_table(headers, rows, formats=None) -> str:
+    """A Markdown table (for ``IPython.display.Markdown``) from ``headers`` and ``rows``.
+
+    ``formats`` is an optional list of format specs, one per column (``".2f"``, ``",d"``;
+    ``""`` for text); numbers get right-aligned columns. ``None`` and NaN print as a dash.
+    """
+    formats = list(formats) if formats is not None else [""] * len(headers)
+
+    def cell(value, fmt):
+        if value is None or (isinstance(value, float) and not np.isfinite(value)):
+            return "–"
+        return value if isinstance(value, str) else format(value, fmt)
+
+    lines = ["| " + " | ".join(map(str, headers)) + " |",
+             "|" + "|".join("---:" if f else ":---" for f in formats) + "|"]
+    lines += ["| " + " | ".join(cell(v, f) for v, f in zip(row, formats)) + " |" for row in rows]
+    return "\n".join(lines)
