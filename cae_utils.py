@@ -98,6 +98,24 @@ with _stderr_silenced():
 
 from keras import layers  # noqa: E402
 
+# Python-side TensorFlow warnings (e.g. "retracing") are for library developers; they would
+# only clutter a student's notebook.
+tf.get_logger().setLevel("ERROR")
+
+
+def _current_umask() -> int:
+    """The process umask: from /proc on Linux (no side effect), else by setting it briefly."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
 
 class CAEError(Exception):
     """A user-facing problem: bad input, missing data, a mismatched file or model.
@@ -303,8 +321,11 @@ def build_seed_cae(leak: float = 0.2):
     Encoder: five ``Conv2D`` (kernel 4, stride 2, ``same``, leaky ReLU) with 32, 64, 128,
     128, 128 filters: 28x28x1 -> 14 -> 7 -> 4 -> 2 -> 1x1x128.
     Decoder: ``Conv2DTranspose`` 128 (k3, s2) -> 2x2, 64 (k3, s2) -> 4x4, 32 (k7, s7)
-    -> 28x28, then 1 (k3, s1) -> 28x28x1 with a *linear* output. (A sigmoid output with
-    the summed loss saturates and stops learning; measured in notebook 02's notes.)
+    -> 28x28, then 1 (k3, s1) -> 28x28x1 with a *linear* output, clipped to [0, 1] only
+    when decoding. (A sigmoid output collapses to an all-black image within a few dozen
+    Adam steps and stops learning, with the summed loss and with MSE alike: Adam's first
+    steps are large whatever the loss scale, and they push the sigmoid into saturation,
+    where its gradient vanishes. Notebook 02 measures it.)
 
     Returns ``(autoencoder, encoder, decoder)``: image -> image, image ``(N,28,28,1)``
     -> latent ``(N,1,1,128)``, latent -> image. The three share weights.
@@ -513,28 +534,33 @@ def make_loss(name: str):
 class BatchLossLogger(keras.callbacks.Callback):
     """Records the loss of every single training batch, and the wall time of each epoch.
 
-    Keras reports a running mean over the epoch in ``on_train_batch_end``; the loss of
-    batch ``i`` is recovered as ``i * mean_i - (i - 1) * mean_(i-1)``. The per-batch
-    curve is what shows the noise of small batches (notebook 03).
+    Keras reports a running mean over the epoch in ``on_train_batch_end``, weighted by
+    the number of images in each batch. With ``n_samples`` images per epoch in batches of
+    ``batch_size`` (the last one may be smaller), the loss of the batch just finished is
+    ``(mean_now * seen_now - mean_before * seen_before) / images_in_batch``. The
+    per-batch curve is what shows the noise of small batches (notebook 03).
 
     Attributes: ``batch_losses`` (list of float, one per step), ``epoch_seconds``.
     """
 
-    def __init__(self):
+    def __init__(self, n_samples: int, batch_size: int):
         super().__init__()
+        self.n_samples, self.batch_size = int(n_samples), int(batch_size)
         self.batch_losses: list[float] = []
         self.epoch_seconds: list[float] = []
+        self._seen, self._prev_total = 0, 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
         import time
         self._t0 = time.perf_counter()
-        self._prev_mean, self._seen = 0.0, 0
+        self._seen, self._prev_total = 0, 0.0
 
     def on_train_batch_end(self, batch, logs=None):
-        mean = float(logs["loss"])
-        self._seen += 1
-        self.batch_losses.append(self._seen * mean - (self._seen - 1) * self._prev_mean)
-        self._prev_mean = mean
+        n = max(1, min(self.batch_size, self.n_samples - self._seen))
+        self._seen += n
+        total = float(logs["loss"]) * self._seen
+        self.batch_losses.append((total - self._prev_total) / n)
+        self._prev_total = total
 
     def on_epoch_end(self, epoch, logs=None):
         import time
@@ -595,11 +621,13 @@ def train_autoencoder(autoencoder, x_train: np.ndarray, *, epochs: int | None = 
         steps = _check_int("steps", steps, 1, 10_000_000)
         total_steps = steps
     loss_fn = make_loss(loss)
+    make_optimizer(optimizer, learning_rate)  # validates both before anything is seeded
     set_seed(seed)
     opt = make_optimizer(optimizer, learning_rate, total_steps if schedule else None,
                          warmup_steps=min(200, total_steps // 10) if schedule else 0)
     autoencoder.compile(optimizer=opt, loss=loss_fn)
-    logger, nan_guard = BatchLossLogger(), StopOnNaN()
+    n_fitted = len(x_train) if epochs is not None else steps * batch_size
+    logger, nan_guard = BatchLossLogger(n_fitted, batch_size), StopOnNaN()
     cbs = [logger, nan_guard, *callbacks]
     start = time.perf_counter()
     if epochs is not None:
@@ -661,7 +689,7 @@ PANEL_LEARNING_RATES = {"adam": 2e-3, "sgd": 0.5}
 PANEL_BATCH_SIZES = (8, 16, 32, 64, 128, 256, 512)
 
 
-class LiveLossPlot(keras.callbacks.Callback):
+class LiveLossPlot(BatchLossLogger):
     """Redraws a loss curve (and moves a progress bar) while Keras trains.
 
     ``draw(steps, losses)`` is called every ``every`` batches with the per-batch losses
@@ -669,20 +697,16 @@ class LiveLossPlot(keras.callbacks.Callback):
     callback drives a widget in JupyterLab or a print in a terminal.
     """
 
-    def __init__(self, draw, progress=None, every: int = 20):
-        super().__init__()
+    def __init__(self, draw, progress=None, every: int = 20, *, n_samples: int, batch_size: int):
+        super().__init__(n_samples, batch_size)
         self.draw, self.progress, self.every = draw, progress, max(1, int(every))
-        self.losses: list[float] = []
-        self._prev_mean, self._seen = 0.0, 0
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._prev_mean, self._seen = 0.0, 0
+    @property
+    def losses(self) -> list[float]:
+        return self.batch_losses
 
     def on_train_batch_end(self, batch, logs=None):
-        mean = float(logs["loss"])
-        self._seen += 1
-        self.losses.append(self._seen * mean - (self._seen - 1) * self._prev_mean)
-        self._prev_mean = mean
+        super().on_train_batch_end(batch, logs)
         if self.progress is not None:
             self.progress(len(self.losses))
         if len(self.losses) % self.every == 0:
@@ -766,7 +790,8 @@ class TrainingPanel:
                              f"batch {cfg['batch_size']}, {cfg['optimizer']} "
                              f"at {cfg['learning_rate']:.1e}...")
         live = LiveLossPlot(self._draw, lambda step: setattr(self.progress, "value", step),
-                            every=max(10, self.progress.max // 25))
+                            every=max(10, self.progress.max // 25),
+                            n_samples=len(self.x_train), batch_size=cfg["batch_size"])
         try:
             set_seed(42)
             autoencoder, _, _ = build_improved_cae()
@@ -838,7 +863,8 @@ def save_model(autoencoder, path: str | os.PathLike, card: dict, overwrite: bool
             "fingerprint": model_fingerprint(autoencoder).hex(), "versions": library_versions()}
     # Save an uncompiled twin with the same weights: the optimizer's state (Adam keeps two
     # numbers per weight) would triple the file and is of no use for encoding/decoding.
-    twin = keras.models.clone_model(autoencoder)
+    # (from_config, not clone_model: clone_model recompiles a compiled model.)
+    twin = keras.Model.from_config(autoencoder.get_config())
     twin.set_weights(autoencoder.get_weights())
     with tempfile.TemporaryDirectory(dir=path.parent) as tmpdir:
         tmp = Path(tmpdir) / path.name
@@ -855,7 +881,7 @@ def update_model_card(path: str | os.PathLike, **fields) -> Path:
     import json
 
     card_path = Path(path).with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
+    card = _read_card(Path(path))
     card.update(fields)
     _atomic_write_bytes(card_path, (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
     return Path(path)
@@ -887,9 +913,23 @@ def load_model(path: str | os.PathLike | None = None):
     if len(parts) != 2:
         raise CAEError(f"{path} holds a model without a separate encoder and decoder; it is not "
                        "one of this course's autoencoders.")
-    card_path = path.with_suffix(".json")
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    return autoencoder, parts[0], parts[1], card
+    return autoencoder, parts[0], parts[1], _read_card(path)
+
+
+def _read_card(model_path: Path) -> dict:
+    """The JSON card beside ``model_path`` (``{}`` if there is none)."""
+    import json
+
+    card_path = Path(model_path).with_suffix(".json")
+    if not card_path.is_file():
+        return {}
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CAEError(f"The model card {card_path} is damaged ({exc}); restore it or delete it.") from None
+    if not isinstance(card, dict):
+        raise CAEError(f"The model card {card_path} is damaged (not a JSON object); restore it or delete it.")
+    return card
 
 
 # --------------------------------------------------------------------------------------
@@ -948,12 +988,29 @@ def image_to_gray_array(img) -> np.ndarray:
     return np.asarray(img, dtype=np.float32) / 255.0
 
 
+def _background_level(ink: np.ndarray) -> float:
+    """The brightness of the background in an ink-is-bright image, to subtract.
+
+    Otsu's threshold splits the pixels into background and ink; the 90th percentile of
+    the background class is taken, so shadows and uneven lighting on paper are removed
+    but faint anti-aliased stroke edges (which sit above it) are kept.
+    """
+    from skimage.filters import threshold_otsu
+
+    if float(ink.max()) - float(ink.min()) < 1e-6:
+        return float(ink.min())
+    background = ink[ink <= threshold_otsu(ink)]
+    return float(np.percentile(background, 90)) if background.size else float(ink.min())
+
+
 def image_to_digit(img_or_path, return_steps: bool = False):
     """Turn any image into a 28x28 MNIST-like digit, the way MNIST itself was made.
 
     1. Grayscale in [0, 1] (:func:`image_to_gray_array`).
     2. Invert if the background is light: MNIST digits are white ink on black. The
-       background is judged by the median of the border pixels.
+       background is judged by the median of the border pixels. Then subtract the
+       background's brightness (Otsu's split; see ``_background_level``) so shadows on
+       paper do not count as ink.
     3. Crop to the ink's bounding box, then resize (keeping the aspect ratio) so the
        longer side is 20 pixels, as in MNIST.
     4. Paste into a 28x28 black canvas so the ink's centre of mass is at the centre.
@@ -972,8 +1029,7 @@ def image_to_digit(img_or_path, return_steps: bool = False):
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     ink = 1.0 - gray if np.median(border) > 0.5 else gray
     steps.append(("2. ink is white" + (" (inverted)" if ink is not gray else ""), ink))
-    ink = ink - np.median(np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]]))
-    ink = np.clip(ink, 0, None)
+    ink = np.clip(ink - _background_level(ink), 0, None)
     mask = ink > 0.1 * ink.max() if ink.max() > 0 else np.zeros_like(ink, bool)
     if not mask.any():  # a blank image: nothing to centre, the digit is all black
         digit = np.zeros((28, 28), np.float32)
@@ -985,10 +1041,12 @@ def image_to_digit(img_or_path, return_steps: bool = False):
     h, w = crop.shape
     scale = 20.0 / max(h, w)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    # BOX averages when shrinking (no ringing, so strokes keep their brightness);
+    # BILINEAR when enlarging a tiny image.
+    method = Image.Resampling.BOX if max(h, w) > 20 else Image.Resampling.BILINEAR
     small = np.asarray(Image.fromarray(crop.astype(np.float32), mode="F")
-                       .resize((new_w, new_h), Image.Resampling.LANCZOS if min(h, w) > 20
-                               else Image.Resampling.BILINEAR), dtype=np.float32)
-    small = np.clip(small, 0, None)
+                       .resize((new_w, new_h), method), dtype=np.float32)
+    small = np.clip(small, 0, float(crop.max()))
     steps.append(("3b. longer side 20 px", small))
     total = small.sum()
     cy = (small.sum(axis=1) * np.arange(new_h)).sum() / total if total > 0 else new_h / 2
@@ -1010,7 +1068,8 @@ def image_to_digit(img_or_path, return_steps: bool = False):
 #   offset size  field
 #   0      3     magic b"CAE"
 #   3      1     format version (0)
-#   4      4     model fingerprint (model_fingerprint of the model that wrote it)
+#   4      4     model fingerprint: model_fingerprint() of the whole autoencoder that wrote
+#                it (encoder and decoder), the same value as in the model's JSON card
 #   8      4*D   the latent: D float32 values, little-endian
 #   8+4D   4     CRC-32 of everything before it (catches corruption and truncation)
 #
@@ -1051,6 +1110,11 @@ def unpack_float_latent(data: bytes, fingerprint: bytes, latent_size: int,
         raise CAEError(f"{source} uses .cae format version {version}; this code reads version "
                        f"{CAE_VERSION_FLOAT}. Update the course code or re-encode the image.")
     expected = _CAE_HEADER.size + 4 * latent_size + 4
+    if len(data) != expected and file_fp != bytes(fingerprint):
+        raise CAEError(f"{source} was written by a different model (fingerprint {file_fp.hex()}, "
+                       f"a latent of {(len(data) - _CAE_HEADER.size - 4) / 4:g} numbers), but the "
+                       f"model in use has fingerprint {bytes(fingerprint).hex()} and {latent_size}. "
+                       "Decode with --model pointing at the model that encoded it.")
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "too long (extra bytes)"
         raise CAEError(f"{source} is {what}: {len(data)} bytes, expected {expected}.")
@@ -1074,14 +1138,24 @@ def encode_digits(encoder, digits: np.ndarray) -> np.ndarray:
     expected = tuple(encoder.input_shape[1:])
     if digits.shape[1:] != expected:
         raise CAEError(f"The encoder takes images shaped {expected}, got {digits.shape[1:]}.")
-    return np.asarray(encoder.predict(digits, verbose=0, batch_size=500), np.float32)
+    return _run_model(encoder, digits)
 
 
 def decode_latents(decoder, latents: np.ndarray) -> np.ndarray:
     """Images ``(N,28,28,1)`` in [0, 1] from latents shaped for ``decoder``."""
     shape = tuple(decoder.input_shape[1:])
     latents = np.asarray(latents, np.float32).reshape((-1, *shape))
-    return np.clip(decoder.predict(latents, verbose=0, batch_size=500), 0, 1).astype(np.float32)
+    return np.clip(_run_model(decoder, latents), 0, 1).astype(np.float32)
+
+
+def _run_model(model, batch: np.ndarray, chunk: int = 500) -> np.ndarray:
+    """``model`` on ``batch`` in chunks, as float32 NumPy. Calling the model directly (not
+    ``predict``) avoids building a new traced function for every freshly loaded model."""
+    outs = [keras.ops.convert_to_numpy(model(batch[i:i + chunk], training=False))
+            for i in range(0, len(batch), chunk)]
+    if not outs:
+        return np.zeros((0, *model.output_shape[1:]), np.float32)
+    return np.concatenate(outs).astype(np.float32)
 
 
 def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
@@ -1104,9 +1178,9 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
         _write_output(out_path, data, force)
         return {"path": out_path, "bytes": len(data), "digit": digit}
     digit = image_to_digit(in_path)
-    _, encoder, _, _ = load_model(model_path)
+    autoencoder, encoder, _, _ = load_model(model_path)
     latent = encode_digits(encoder, digit)[0]
-    data = pack_float_latent(latent, model_fingerprint(encoder))
+    data = pack_float_latent(latent, model_fingerprint(autoencoder))
     _write_output(out_path, data, force)
     return {"path": out_path, "bytes": len(data), "digit": digit, "latent": latent}
 
@@ -1123,6 +1197,8 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
 
     in_path, out_path = Path(in_path), Path(out_path)
     _check_output_path(out_path, force)
+    if in_path.is_dir():
+        raise CAEError(f"Input {in_path} is a folder, not a .cae file.")
     if not in_path.is_file():
         raise CAEError(f"Input file {in_path} does not exist.")
     data = in_path.read_bytes()
@@ -1134,8 +1210,8 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
         if quality is not None and data[:3] == CAE_MAGIC:
             raise CAEError(f"{in_path} is a version-0 .cae file (float latent); decode it "
                            "without --quality.")
-        _, encoder, decoder, _ = load_model(model_path)
-        latent = unpack_float_latent(data, model_fingerprint(encoder),
+        autoencoder, _, decoder, _ = load_model(model_path)
+        latent = unpack_float_latent(data, model_fingerprint(autoencoder),
                                      int(np.prod(decoder.input_shape[1:])), source=str(in_path))
         image = decode_latents(decoder, latent)[0]
     buf = io.BytesIO()
@@ -1146,10 +1222,10 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
 
 def _check_output_path(out_path: Path, force: bool) -> None:
     """Refuse early (before any work) an output that exists or cannot be written."""
-    if out_path.exists() and not force:
-        raise CAEError(f"Output {out_path} already exists; choose another name or pass --force.")
     if out_path.is_dir():
         raise CAEError(f"Output {out_path} is a folder; give a file name.")
+    if out_path.exists() and not force:
+        raise CAEError(f"Output {out_path} already exists; choose another name or pass --force.")
     parent = out_path.parent if str(out_path.parent) else Path(".")
     if not parent.is_dir():
         raise CAEError(f"Cannot write {out_path}: the folder {parent} does not exist.")
@@ -1814,9 +1890,7 @@ def _atomic_write_bytes(path: Path, data: bytes, overwrite: bool = True) -> None
             fh.flush()
             os.fsync(fh.fileno())
         # mkstemp makes the file private (0600); give it the usual mode a new file gets.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, 0o666 & ~_current_umask())
         if not overwrite and path.exists():
             raise CAEError(f"{path} already exists; choose another name or pass --force to replace it.")
         os.replace(tmp, path)
@@ -2137,3 +2211,267 @@ def markdown_table(headers, rows, formats=None) -> str:
              "|" + "|".join("---:" if f else ":---" for f in formats) + "|"]
     lines += ["| " + " | ".join(cell(v, f) for v, f in zip(row, formats)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ---- Notebook 01-02 helpers ----
+# Small helpers for notebooks 01 (data) and 02 (architecture): statistics, byte sizes,
+# text tables and figures. Each returns plain numbers, text or a matplotlib figure.
+# Appended in one piece; nothing above was changed.
+
+def pixel_stats(images: np.ndarray) -> dict:
+    """Pixel statistics of float images in [0, 1] (any shape): ``mean``, ``std``,
+    ``frac_zero`` (share of pixels exactly 0) and ``frac_above_half`` (share > 0.5)."""
+    x = np.asarray(images, dtype=np.float64)
+    return {"mean": float(x.mean()), "std": float(x.std()),
+            "frac_zero": float((x == 0).mean()), "frac_above_half": float((x > 0.5).mean())}
+
+
+def png_sizes(images: np.ndarray) -> np.ndarray:
+    """Whole-file PNG bytes (see :func:`png_size`) of each float image in [0, 1],
+    ``(N,28,28[,1])``; returns ``int64`` of shape ``(N,)``."""
+    return np.array([png_size(im) for im in to_uint8_images(images)], dtype=np.int64)
+
+
+def json_floats_size(values) -> int:
+    """Bytes of ``json.dumps`` of ``values`` written as Python floats, as the 2018 scripts
+    saved a latent (each float32 printed with up to 17 significant digits)."""
+    import json
+
+    return len(json.dumps([float(v) for v in np.ravel(values)]).encode("utf-8"))
+
+
+def format_table(rows, headers) -> str:
+    """Rows (sequences of values) as a fixed-width text table under a header line;
+    columns of numbers (also as text, with commas or %) are right-aligned, others left."""
+    cells = [[str(h) for h in headers]] + [[str(v) for v in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def is_num(v):
+        try:
+            float(str(v).replace(",", "").rstrip("%"))
+            return True
+        except ValueError:
+            return False
+
+    right = [any(is_num(r[i]) for r in rows) and all(is_num(r[i]) or r[i] == "-" for r in rows)
+             for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) if rj else c.ljust(w) for c, w, rj in zip(r, widths, right)).rstrip()
+             for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def mnist_source(path=None) -> str:
+    """Which source :func:`load_mnist` reads for ``path`` (same order as its docstring)."""
+    chosen = path if path is not None else os.environ.get("CAE_MNIST_DIR") or None
+    if chosen is not None:
+        return f"IDX files in {chosen}" + ("" if path is not None else " (from $CAE_MNIST_DIR)")
+    if all(_find_idx_file(DATA_DIR / "mnist", n) for n in MNIST_FILES.values()):
+        return f"IDX files in {DATA_DIR / 'mnist'}"
+    return "Keras' download cache (~/.keras/datasets/mnist.npz)"
+
+
+def entropy_bits_per_pixel(images: np.ndarray) -> float:
+    """Zero-order entropy of the 8-bit pixel values of float images in [0, 1], in bits per
+    pixel: the average cost of coding each pixel on its own with an ideal code for the
+    histogram of all pixel values (neighbours ignored)."""
+    p = np.bincount(to_uint8_images(images).ravel(), minlength=256) / np.size(images)
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def taps_on_data(in_side: int, kernel: int, stride: int) -> int:
+    """How many of a ``same``-padded strided convolution's ``kernel`` taps (per axis) ever
+    touch a real input pixel rather than padding, for an input ``in_side`` pixels wide."""
+    out = -(-in_side // stride)
+    before = max((out - 1) * stride + kernel - in_side, 0) // 2
+    return sum(any(0 <= o * stride - before + t < in_side for o in range(out)) for t in range(kernel))
+
+
+def receptive_fields(encoder) -> list[tuple]:
+    """Receptive field of each ``Conv2D`` layer of ``encoder``, in input pixels.
+
+    Returns rows ``(name, kernel, stride, output side, jump, receptive field)``: the jump is
+    the input-pixel distance between neighbouring outputs; the field grows by
+    ``(kernel - 1) x previous jump`` per layer. ``Dense`` layers see the whole image.
+    """
+    rows, rf, jump = [], 1, 1
+    for layer in encoder.layers:
+        if isinstance(layer, layers.Conv2D):
+            k, s = layer.kernel_size[0], layer.strides[0]
+            rf, jump = rf + (k - 1) * jump, jump * s
+            rows.append((layer.name, k, s, layer.output.shape[1], jump, rf))
+        elif isinstance(layer, layers.Dense):
+            rows.append((layer.name, "-", "-", 1, "-", "whole image"))
+    return rows
+
+
+def plot_histogram(values, bins, xlabel: str, title: str, logy: bool = False, color="C0"):
+    """A histogram of ``values`` (1-D numbers) with labelled axes. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    ax.hist(np.ravel(values), bins=bins, color=color, edgecolor="white", linewidth=0.4)
+    if logy:
+        ax.set_yscale("log")
+    ax.set(xlabel=xlabel, ylabel="count" + (" (log scale)" if logy else ""), title=title)
+    return fig
+
+
+def plot_scatter(x, y, xlabel: str, ylabel: str, title: str, highlight=None,
+                 labels=("all", "highlighted")):
+    """A scatter plot of two 1-D arrays of equal length; points where the boolean array
+    ``highlight`` is True get a second colour, with ``labels`` in a legend. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    x, y = np.asarray(x), np.asarray(y)
+    mask = np.zeros(len(x), bool) if highlight is None else np.asarray(highlight, bool)
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    ax.scatter(x[~mask], y[~mask], s=4, alpha=0.3, color="C0", edgecolors="none", label=labels[0])
+    if mask.any():
+        ax.scatter(x[mask], y[mask], s=6, alpha=0.6, color="C3", edgecolors="none", label=labels[1])
+        ax.legend(markerscale=3, fontsize=8, loc="lower right")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_class_counts(y_train: np.ndarray, y_test: np.ndarray):
+    """Bar charts of how many images of each digit 0-9 the train and test labels hold."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, y, name, color in zip(axes, (y_train, y_test), ("train", "test"), ("C0", "C1")):
+        counts = np.bincount(np.asarray(y, np.int64), minlength=10)
+        ax.bar(range(10), counts, color=color)
+        ax.axhline(counts.mean(), color="k", lw=0.8, ls="--", label="mean")
+        ax.set(xticks=range(10), xlabel="digit", ylabel="images",
+               title=f"{name}: {counts.sum():,} images")
+        ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+_ARCH_COLORS = {"InputLayer": "#d9d9d9", "Conv2D": "#9ecae1", "Conv2DTranspose": "#fdae6b",
+                "Dense": "#a1d99b"}
+
+
+def plot_architecture(model, title: str | None = None):
+    """Draw ``model`` as one box per layer (rows of :func:`layer_shapes`). Returns the figure.
+
+    Box height follows the layer's spatial side (28 pixels = tallest; vectors count as 1),
+    box width the log of its channel count; colour shows the layer type. Labels give the
+    name and the output shape (without batch). For an autoencoder made of an encoder and a
+    decoder, the latent (the encoder's output) is outlined in red.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, Patch, Rectangle
+
+    rows = layer_shapes(model)
+    nested = [lay for lay in model.layers if isinstance(lay, keras.Model)]
+    code_idx = len(layer_shapes(nested[0])) - 1 if len(nested) >= 2 else None
+    side = [s[0] if len(s) == 3 else 1 for _, _, s in rows]
+    chans = [s[-1] if s else 1 for _, _, s in rows]
+    max_side, step, top = max(side), 1.25, 2.6
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.05 * len(rows) + 0.6), 3.9))
+    for i, ((name, kind, shape), sd, ch) in enumerate(zip(rows, side, chans)):
+        h, w = 0.25 + top * sd / max_side, 0.18 + 0.055 * np.log2(ch)
+        x0 = i * step - w / 2
+        edge, lw = ("red", 2.2) if i == code_idx else ("0.25", 0.8)
+        ax.add_patch(Rectangle((x0, -h / 2), w, h, facecolor=_ARCH_COLORS.get(kind, "#eeeeee"),
+                               edgecolor=edge, lw=lw))
+        ax.text(i * step, top / 2 + 0.45, name, ha="center", va="bottom", fontsize=8.5,
+                fontweight="bold", rotation=20)
+        ax.text(i * step, -top / 2 - 0.4, "x".join(map(str, shape)), ha="center", va="top",
+                fontsize=8.5, color="red" if i == code_idx else "black")
+        if i:
+            ax.add_patch(FancyArrowPatch(((i - 1) * step + 0.42, 0), (i * step - 0.42, 0),
+                                         arrowstyle="-|>", mutation_scale=9, color="0.4", lw=0.8))
+    if code_idx is not None:
+        ax.text(code_idx * step, -top / 2 - 0.85, "latent", ha="center", va="top", fontsize=8.5,
+                color="red", fontweight="bold")
+        for lo, hi, label in ((0, code_idx - 0.1, "encoder"), (code_idx + 0.1, len(rows) - 1, "decoder")):
+            ax.annotate("", xy=(lo * step, -top / 2 - 1.35), xytext=(hi * step, -top / 2 - 1.35),
+                        arrowprops=dict(arrowstyle="|-|", color="0.4", lw=0.8))
+            ax.text((lo + hi) * step / 2, -top / 2 - 1.45, label, ha="center", va="top", fontsize=9)
+    kinds = [k for k in _ARCH_COLORS if any(r[1] == k for r in rows)]
+    handles = [Patch(facecolor=_ARCH_COLORS[k], edgecolor="0.25", label=k) for k in kinds]
+    if any(r[1] not in _ARCH_COLORS for r in rows):
+        handles.append(Patch(facecolor="#eeeeee", edgecolor="0.25", label="other (no weights)"))
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.02), ncol=len(handles),
+              fontsize=8, frameon=False)
+    ax.set_xlim(-0.7, (len(rows) - 1) * step + 0.7)
+    ax.set_ylim(-top / 2 - 2.0, top / 2 + 1.4)
+    ax.axis("off")
+    ax.set_title(title or model.name)
+    return fig
+
+
+def plot_receptive_fields(image: np.ndarray, rows, title: str = "receptive fields", ax=None,
+                          half: float | None = None):
+    """Squares of each layer's receptive field (rows of :func:`receptive_fields`), drawn
+    centred on a 28x28 ``image`` in [0, 1]; fields wider than the image reach into the
+    zero padding (drawn dark blue). ``half``: half-width of the view in pixels (default:
+    fit the largest field). Draws into ``ax`` if given; returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.4, 4.4))
+    sizes = [(r[0], r[5]) for r in rows if isinstance(r[5], int)]
+    half = half or max(15, max(s for _, s in sizes) / 2 + 2)
+    ax.set_facecolor("#1c2340")
+    ax.imshow(np.squeeze(image), cmap="gray", vmin=0, vmax=1, extent=(-14, 14, 14, -14))
+    for i, (name, size) in enumerate(sizes):
+        ax.add_patch(Rectangle((-size / 2, -size / 2), size, size, fill=False, ec=f"C{i + 1}",
+                               lw=1.8, label=f"{name}: {size}x{size} px"))
+    for name in (r[0] for r in rows if not isinstance(r[5], int)):
+        ax.add_patch(Rectangle((-14.5, -14.5), 29, 29, fill=False, ec="C6", lw=1.8, ls="--",
+                               label=f"{name}: whole image"))
+    if half > 15:
+        ax.text(0, half - 1.5, "zero padding", color="white", ha="center", va="bottom", fontsize=8)
+    ax.set(xlim=(-half, half), ylim=(half, -half), title=title, xticks=[], yticks=[])
+    ax.legend(loc="upper left", fontsize=7.5, framealpha=0.9)
+    return ax.figure
+
+
+def with_sigmoid_output(autoencoder):
+    """The same autoencoder (shared weights) with a sigmoid squashing its linear output
+    into (0, 1); used to show why the seed model's output is linear."""
+    out = layers.Activation("sigmoid", name="sigmoid_output")(autoencoder.output)
+    return keras.Model(autoencoder.input, out, name=autoencoder.name + "_sigmoid")
+
+
+def sigmoid_slope(z) -> np.ndarray:
+    """The sigmoid's slope ``s(z) (1 - s(z))`` for pre-activations ``z`` (any shape),
+    computed as ``e / (1 + e)^2`` with ``e = exp(-|z|)`` so it never overflows; float64."""
+    e = np.exp(-np.abs(np.asarray(z, dtype=np.float64)))
+    return e / (1.0 + e) ** 2
+
+
+def plot_sigmoid_slope(z_seen=None):
+    """The sigmoid ``s(z)`` and its slope ``s(1 - s)`` (log axis) against the pre-activation
+    ``z``. If ``z_seen`` (an array of pre-activations) is given, its range is shaded (cut
+    at the left edge of the plot if it reaches further). Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    lo, hi = -12.0, 12.0
+    if z_seen is not None:
+        z_min, z_max = float(np.min(z_seen)), float(np.max(z_seen))
+        lo, hi = min(lo, z_max - 12), max(hi, z_max + 4)
+    z = np.linspace(lo, hi, 600)
+    slope = sigmoid_slope(z)
+    s = np.where(z >= 0, 1.0, np.exp(-np.abs(z))) / (1.0 + np.exp(-np.abs(z)))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.3))
+    a1.plot(z, s, color="C0")
+    a1.set(xlabel="pre-activation z", ylabel="sigmoid(z)", title="output")
+    a2.semilogy(z, slope, color="C3")
+    a2.set(xlabel="pre-activation z", ylabel="slope s(1 - s)", title="gradient factor (log scale)")
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+        a.set_xlim(lo, hi)
+        if z_seen is not None:
+            label = "after training" + (f" (down to {z_min:.0f})" if z_min < lo else "")
+            a.axvspan(max(z_min, lo), z_max, color="C1", alpha=0.3, label=label)
+    if z_seen is not None:
+        a1.legend(loc="center right", fontsize=8)
+    return fig
