@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import os
+import re
 import struct
 import sys
 import zlib
@@ -1623,9 +1624,15 @@ class LearnedCodec:
         chans = [decoder.decode(model, per_channel) for model in self._models]
         return np.stack(chans, axis=-1).reshape(self.latent_shape).astype(np.int32)
 
+    def _symbols_of(self, digits: np.ndarray) -> np.ndarray:
+        latents = encode_digits(self.encoder, digits)
+        if not np.all(np.isfinite(latents)):
+            raise CAEError("The latent contains NaN or infinity; the model is broken.")
+        return self.quantize(latents)
+
     def compress(self, digits: np.ndarray) -> list[bytes]:
         """Digits ``(N,28,28,1)`` in [0, 1] -> one complete ``.cae`` v1 file (bytes) each."""
-        symbols = self.quantize(encode_digits(self.encoder, digits))
+        symbols = self._symbols_of(digits)
         h, w = 28, 28
         return [pack_v1(self.quality, self.fingerprint, h, w, self._code(s)) for s in symbols]
 
@@ -1652,7 +1659,7 @@ class LearnedCodec:
 
     def symbols_roundtrip(self, digits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(symbols the model produced, symbols read back from the bytes): must be equal."""
-        symbols = self.quantize(encode_digits(self.encoder, digits))
+        symbols = self._symbols_of(digits)
         back = np.stack([self._uncode(unpack_v1(f, self.fingerprint)[4])
                          for f in [pack_v1(self.quality, self.fingerprint, 28, 28, self._code(s))
                                    for s in symbols]])
@@ -1799,10 +1806,14 @@ def load_codec(quality: int, path: str | os.PathLike | None = None) -> LearnedCo
     if key in _CODEC_CACHE:
         return _CODEC_CACHE[key]
     if path == rd_model_path(quality) and not path.is_file():
-        known = sorted(int(p.stem[4:]) for p in MODELS_DIR.glob("rd_q*.keras"))
+        known = sorted(int(m.group(1)) for p in MODELS_DIR.glob("rd_q*.keras")
+                       if (m := re.fullmatch(r"rd_q([0-9]+)", p.stem)))
         raise CAEError(f"There is no shipped model for quality {quality}; available: "
                        f"{', '.join(map(str, known)) or 'none'}.")
     trainer, encoder, decoder, card = load_model(path)
+    if card.get("quality") not in (None, quality):
+        raise CAEError(f"{path} is the model for quality {card['quality']}, not {quality}; "
+                       f"use --quality {card['quality']} with it.")
     tables_path = path.with_suffix(".npz")
     if not tables_path.is_file():
         raise CAEError(f"The code tables {tables_path} are missing; they ship beside the model.")
@@ -2475,3 +2486,881 @@ def plot_sigmoid_slope(z_seen=None):
     if z_seen is not None:
         a1.legend(loc="center right", fontsize=8)
     return fig
+
+
+# ---- 13. Classic codecs, baselines and rate-distortion tools (notebook 05) ----
+# What notebook 05 and benchmarks/rate_distortion.py need to put the learned codec on the
+# same axes as the classic formats (PNG, WebP, JPEG, AVIF), a PCA transform coder and the
+# float latent of notebook 04: whole-file bytes, PSNR, SSIM, a digit classifier's accuracy,
+# Bjontegaard deltas and matched-size comparisons. Conventions of this section: ``images_u8``
+# are ``uint8`` arrays ``(N, 28, 28)`` (0..255); "bytes" always means whole files, headers
+# included; PSNR is of the mean MSE over the images (peak 255 on uint8, which is the same
+# number as peak 1.0 on [0, 1]); SSIM is the mean over the images. Appended in one piece;
+# nothing above is changed.
+
+PIXELS_PER_DIGIT = 28 * 28
+
+#: The classic formats :func:`classic_encode` writes (Pillow), with the settings used.
+CLASSIC_FORMATS = {
+    "png": "PNG, lossless, optimize=True",
+    "webp_lossless": "WebP lossless, method 4 (method 6 takes 30x longer for under 1 byte less)",
+    "webp": "WebP lossy, method 6 (slowest, smallest), quality 0..100",
+    "jpeg": "JPEG, grayscale, optimize=True (optimal Huffman tables), quality 1..95",
+    "avif": "AVIF (libavif in Pillow), quality 0..100",
+}
+
+#: Default quality sweeps of the lossy classic formats (modest, so that a full-mode run on
+#: 10,000 digits takes minutes, not hours).
+JPEG_QUALITIES = (1, 5, 10, 20, 30, 50, 75, 90)
+WEBP_QUALITIES = (0, 5, 10, 20, 30, 50, 75, 90, 100)
+AVIF_QUALITIES = (0, 25, 50, 75, 90)
+
+#: PCA baseline settings ``(components k, quantizer step on the [0, 1] pixel scale)``. With
+#: all 784 components the step alone sets the rate (weak components round to 0); fewer
+#: components only help at the very lowest rates. Plots keep the Pareto front.
+PCA_SETTINGS = ((16, 0.5), (32, 0.4), (64, 0.6), (128, 0.6), (784, 0.6), (784, 0.4),
+                (784, 0.25), (784, 0.18), (784, 0.12), (784, 0.08), (784, 0.05), (784, 0.035))
+
+#: File sizes (bytes) at which notebook 05 compares codecs head to head.
+MATCHED_SIZES = (60, 80, 100, 120, 150, 200, 250)
+
+#: Classifier accuracy from which decoded digits count as "readable".
+READABLE_ACCURACY = 0.95
+
+#: The quality number the PCA baseline writes into its v1-style header (the learned codec
+#: uses 1..6; 15 is the largest the header allows and is never a learned quality).
+PCA_HEADER_QUALITY = 15
+
+
+def avif_supported() -> bool:
+    """True when this Pillow can write and read AVIF files (Pillow 11.3+ built with libavif)."""
+    from PIL import features
+
+    return bool(features.check("avif"))
+
+
+def _check_u8_image(image) -> np.ndarray:
+    """``image`` as a 2-D ``uint8`` array, or :class:`CAEError`."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim != 2 or image.dtype != np.uint8:
+        raise CAEError(f"Expected one 2-D uint8 image, got shape {image.shape} dtype {image.dtype}.")
+    return image
+
+
+def classic_encode(image_u8_2d: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
+    """One grayscale image as a complete file in a classic format (Pillow): the file's bytes.
+
+    ``image_u8_2d``: ``uint8`` ``(H, W)``. ``fmt``: a key of :data:`CLASSIC_FORMATS`.
+    ``quality`` is required for the lossy formats (``"webp"``, ``"jpeg"``, ``"avif"``) and
+    ignored by the lossless ones. The bytes are the whole file, headers included.
+    """
+    import io
+
+    from PIL import Image
+
+    img = Image.fromarray(_check_u8_image(image_u8_2d), mode="L")
+    if fmt not in CLASSIC_FORMATS:
+        raise CAEError(f"Unknown format {fmt!r}; choose one of {', '.join(CLASSIC_FORMATS)}.")
+    if fmt in ("webp", "jpeg", "avif") and quality is None:
+        raise CAEError(f"{fmt} is lossy: give a quality.")
+    if fmt == "avif" and not avif_supported():
+        raise CAEError("This Pillow cannot write AVIF (it was built without libavif).")
+    options = {
+        "png": lambda: dict(format="PNG", optimize=True),
+        "webp_lossless": lambda: dict(format="WEBP", lossless=True, quality=100, method=4),
+        "webp": lambda: dict(format="WEBP", quality=int(quality), method=6),
+        "jpeg": lambda: dict(format="JPEG", quality=int(quality), optimize=True),
+        "avif": lambda: dict(format="AVIF", quality=int(quality)),
+    }[fmt]()
+    buf = io.BytesIO()
+    img.save(buf, **options)
+    return buf.getvalue()
+
+
+def classic_decode(data: bytes) -> np.ndarray:
+    """Any image file's bytes (PNG, WebP, JPEG, AVIF...) -> ``uint8`` gray ``(H, W)``.
+
+    WebP stores gray as colour (Y'CbCr); it is converted back to gray ("L") here.
+    """
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(bytes(data))) as img:
+        img.load()
+        return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def ssim_per_image(originals_u8: np.ndarray, decoded_u8: np.ndarray) -> np.ndarray:
+    """SSIM of each image pair, ``float64`` ``(N,)``, for ``uint8`` ``(N, H, W)`` batches.
+
+    Identical to ``skimage.metrics.structural_similarity(a, b, data_range=255,
+    win_size=7)`` on each pair (a 7x7 uniform window, sample covariance, K1=0.01, K2=0.03,
+    the 3-pixel border left out of the mean), computed for the whole batch at once: about
+    100x faster on 28x28 digits. ``tests`` compare it with scikit-image.
+    """
+    from scipy.ndimage import uniform_filter
+
+    x = np.asarray(originals_u8, np.float64)
+    y = np.asarray(decoded_u8, np.float64)
+    if x.shape != y.shape or x.ndim != 3:
+        raise CAEError(f"SSIM needs two (N, H, W) batches of the same shape, got {x.shape} and {y.shape}.")
+    win, rng = 7, 255.0
+    box = lambda a: uniform_filter(a, size=(1, win, win))  # noqa: E731  (no mixing across images)
+    ux, uy = box(x), box(y)
+    cov = win * win / (win * win - 1.0)
+    vx, vy = cov * (box(x * x) - ux * ux), cov * (box(y * y) - uy * uy)
+    vxy = cov * (box(x * y) - ux * uy)
+    c1, c2 = (0.01 * rng) ** 2, (0.03 * rng) ** 2
+    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux ** 2 + uy ** 2 + c1) * (vx + vy + c2))
+    pad = (win - 1) // 2
+    return s[:, pad:-pad, pad:-pad].reshape(len(s), -1).mean(axis=1)
+
+
+def rd_metrics(originals_u8: np.ndarray, decoded_u8: np.ndarray) -> dict:
+    """Distortion of decoded digits, both ``uint8`` ``(N, 28, 28)``.
+
+    Returns ``mse`` (mean over all pixels, on the [0, 1] scale), ``psnr_db`` (of that mean
+    MSE, peak 1.0; ``inf`` for a lossless codec) and ``ssim`` (mean of
+    :func:`ssim_per_image`).
+    """
+    x = np.asarray(originals_u8, np.float64) / 255.0
+    y = np.asarray(decoded_u8, np.float64) / 255.0
+    if x.shape != y.shape:
+        raise CAEError(f"Cannot compare images of shape {x.shape} and {y.shape}.")
+    mse = float(np.mean((x - y) ** 2))
+    return {"mse": mse, "psnr_db": psnr_from_mse(mse),
+            "ssim": float(ssim_per_image(originals_u8, decoded_u8).mean())}
+
+
+def _u8_batch(images) -> np.ndarray:
+    """uint8 ``(N, 28, 28)`` or float ``(N, 28, 28[, 1])`` in [0, 1] -> uint8 ``(N, 28, 28)``."""
+    images = np.asarray(images)
+    return images if images.dtype == np.uint8 and images.ndim == 3 else to_uint8_images(images)
+
+
+def rd_result(codec: str, setting, sizes, originals_u8: np.ndarray, decoded_u8: np.ndarray,
+              classifier=None, labels=None, **extra) -> dict:
+    """One point of a rate-distortion curve, in the form every ``measure_*`` function returns.
+
+    ``sizes``: whole-file bytes per image ``(N,)``. Returns a dict with ``codec``,
+    ``setting``, ``images``, ``mean_bytes``, ``bpp`` (bits per pixel = bytes x 8 / 784),
+    ``mse``, ``psnr_db``, ``ssim``, ``background_level`` (mean decoded value, 0..255, of the
+    pixels that are exactly 0 in the original: faint haze that PSNR barely sees and SSIM
+    punishes), ``accuracy`` (the classifier's, on the decoded digits; None without a
+    classifier), ``sizes`` (the array) and ``decoded`` (uint8 ``(N, 28, 28)``), plus
+    ``extra``. :func:`rd_summary` strips the two arrays.
+    """
+    sizes = np.asarray(sizes, np.int64)
+    decoded_u8 = _u8_batch(decoded_u8)
+    mean_bytes = float(sizes.mean())
+    black = np.asarray(originals_u8) == 0
+    row = {"codec": codec, "setting": setting, "images": int(len(sizes)), "mean_bytes": mean_bytes,
+           "bpp": mean_bytes * 8 / PIXELS_PER_DIGIT, **rd_metrics(originals_u8, decoded_u8),
+           "background_level": float(decoded_u8[black].mean()) if black.any() else 0.0,
+           "accuracy": (classifier_accuracy(classifier, decoded_u8, labels)
+                        if classifier is not None else None)}
+    return {**row, **extra, "sizes": sizes, "decoded": decoded_u8}
+
+
+def rd_summary(result: dict) -> dict:
+    """A :func:`rd_result` without its arrays (``sizes``, ``decoded``, ``kept``): JSON-ready."""
+    return {k: v for k, v in result.items() if k not in ("sizes", "decoded", "kept")}
+
+
+def measure_classic(images_u8: np.ndarray, fmt: str, quality: int | None = None,
+                    classifier=None, labels=None) -> dict:
+    """Encode and decode every image with a classic format; a :func:`rd_result` dict.
+
+    ``images_u8``: ``uint8`` ``(N, 28, 28)``. Returns mean whole-file bytes, bpp, PSNR,
+    SSIM (and classifier accuracy with ``classifier`` and ``labels``), the per-image sizes
+    and the decoded images (``uint8`` ``(N, 28, 28)``).
+    """
+    images_u8 = _u8_batch(images_u8)
+    files = [classic_encode(img, fmt, quality) for img in images_u8]
+    decoded = np.stack([classic_decode(f) for f in files])
+    return rd_result(fmt, quality, [len(f) for f in files], images_u8, decoded, classifier, labels)
+
+
+def measure_learned(codec, images_u8: np.ndarray, classifier=None, labels=None) -> dict:
+    """Real bytes through a :class:`LearnedCodec`: compress, decompress, measure.
+
+    Besides the :func:`rd_result` fields it returns, per image on average, the header
+    bytes (7 for 28x28), the range-coded ``payload_bytes``, the model's own estimate
+    ``estimated_payload_bytes`` (``-sum log2 p`` of the symbols / 8) and
+    ``gap_bytes`` = payload - estimate: what the range coder adds (its 32-bit words).
+    """
+    images_u8 = _u8_batch(images_u8)
+    x = to_float_images(images_u8)
+    files = codec.compress(x)
+    decoded = codec.decompress(files)
+    payload = np.array([len(unpack_v1(f)[4]) for f in files], np.float64)
+    sizes = np.array([len(f) for f in files])
+    estimate = codec.estimate_bits(codec.quantize(encode_digits(codec.encoder, x))) / 8.0
+    return rd_result("cae", codec.quality, sizes, images_u8, decoded, classifier, labels,
+                     header_bytes=float((sizes - payload).mean()), payload_bytes=float(payload.mean()),
+                     estimated_payload_bytes=float(estimate.mean()),
+                     gap_bytes=float((payload - estimate).mean()))
+
+
+def measure_float_latent(images_u8: np.ndarray, model_path=None, classifier=None, labels=None) -> dict:
+    """The 2018-style float latent as a ``.cae`` v0 file (notebook 04): 524 bytes per digit.
+
+    Uses the shipped improved CAE (or ``model_path``): 128 float32 numbers (512 bytes of
+    payload) plus 12 bytes of header and CRC, decoded back through the file.
+    """
+    images_u8 = _u8_batch(images_u8)
+    _, encoder, decoder, _ = load_model(model_path)
+    fp = model_fingerprint(encoder)
+    files = [pack_float_latent(z, fp) for z in encode_digits(encoder, to_float_images(images_u8))]
+    size = int(np.prod(decoder.input_shape[1:]))
+    latents = np.stack([unpack_float_latent(f, fp, size) for f in files])
+    return rd_result("float_latent_v0", "float32", [len(f) for f in files], images_u8,
+                     decode_latents(decoder, latents), classifier, labels)
+
+
+# ---- the PCA baseline: a linear transform coder with the same entropy coder and header ----
+
+def fit_pca(x_train: np.ndarray, max_components: int = PIXELS_PER_DIGIT) -> dict:
+    """Principal components of training digits (NumPy SVD of the centred data's scatter matrix).
+
+    ``x_train``: ``(N, 28, 28[, 1])`` float in [0, 1] or uint8. Returns float64 arrays
+    ``mean`` ``(784,)``, ``components`` ``(k, 784)`` (orthonormal rows, strongest first),
+    ``variances`` ``(k,)`` on the [0, 1] pixel scale, and ``train_coefficients``: the
+    training digits' coefficients ``(N, k)`` as float32, which :class:`PCACodec` turns
+    into its code tables.
+    """
+    x = np.asarray(x_train)
+    x = (x.astype(np.float64) / 255.0) if x.dtype == np.uint8 else x.astype(np.float64)
+    x = x.reshape(len(x), -1)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    # The SVD of the 784 x 784 scatter matrix gives the same components (its singular
+    # values are the squared singular values of the data) much faster than an SVD of the
+    # N x 784 data itself.
+    _, s, vt = np.linalg.svd(centred.T @ centred)
+    k = min(int(max_components), vt.shape[0])
+    return {"mean": mean, "components": vt[:k], "variances": s[:k] / max(len(x) - 1, 1),
+            "train_coefficients": (centred @ vt[:k].T).astype(np.float32)}
+
+
+class PCACodec:
+    """A classic transform coder to compare against: PCA, uniform quantizer, range coder.
+
+    * transform: the first ``k`` principal components of the training digits
+      (:func:`fit_pca`); coefficients ``c = (x - mean) @ basis.T`` on the [0, 1] scale;
+    * quantize: ``round(c / step)``, one ``step`` for every component (so weak components
+      round to 0 and cost almost nothing: classic reverse water-filling);
+    * entropy code: one categorical table per component from the training digits'
+      histogram of those integers (add-one/Laplace smoothing over the training range;
+      values beyond it are clamped to the end symbols, i.e. the tails are folded into
+      them), coded with constriction's range coder like :class:`LearnedCodec`'s latents.
+      Components that are 0 on every training digit carry no information and are skipped;
+    * file: the same 7-byte v1 header (:func:`pack_v1`) with quality
+      :data:`PCA_HEADER_QUALITY` and the first byte of a SHA-256 fingerprint of the basis,
+      mean and step.
+
+    Its bytes are therefore directly comparable with the learned codec's: what differs is
+    the transform (linear and fixed) and the probability model (counted histograms instead
+    of a prior learned jointly with a non-linear transform).
+    """
+
+    quality = PCA_HEADER_QUALITY
+
+    def __init__(self, pca: dict, k: int, step: float, max_symbols: int = 1023):
+        import constriction
+        import hashlib
+
+        self.k, self.step = int(k), float(step)
+        if not (1 <= self.k <= len(pca["components"]) and self.step > 0):
+            raise CAEError(f"PCA needs 1 <= k <= {len(pca['components'])} and step > 0.")
+        self.mean = np.asarray(pca["mean"], np.float64)
+        self.basis = np.asarray(pca["components"][:self.k], np.float64)
+        half = max_symbols // 2
+        raw = np.clip(np.round(pca["train_coefficients"][:, :self.k] / self.step), -half, half)
+        raw = raw.astype(np.int32)
+        self.offsets = raw.min(axis=0).astype(np.int64)
+        self.sizes = raw.max(axis=0).astype(np.int64) - self.offsets + 1
+        self.coded = np.flatnonzero(self.sizes > 1)  # a 1-symbol component carries no bits
+        self.pmfs = [np.bincount(raw[:, j] - self.offsets[j], minlength=self.sizes[j]) + 1.0
+                     for j in range(self.k)]
+        self.pmfs = [c / c.sum() for c in self.pmfs]
+        # Components are coded in groups of similar alphabet size (rounded up to a power of
+        # two): one table row per component, zero-padded to the group's size, and one
+        # constriction call per group. (Padding every row to the longest alphabet would
+        # make coding ~10x slower: constriction reads every row for every symbol.)
+        padded = 2 ** np.ceil(np.log2(np.maximum(self.sizes[self.coded], 2))).astype(np.int64)
+        self._groups = []
+        for width in np.unique(padded):
+            members = self.coded[padded == width]
+            table = np.zeros((len(members), int(width)), np.float64)
+            for row, j in enumerate(members):
+                table[row, :self.sizes[j]] = self.pmfs[j]
+            self._groups.append((members, table))
+        self._family = constriction.stream.model.Categorical(perfect=False)
+        h = hashlib.sha256()
+        for arr in (self.mean, self.basis, np.array([self.step])):
+            h.update(np.ascontiguousarray(arr, "<f8").tobytes())
+        self.fingerprint = h.digest()[:4]
+
+    def quantize(self, images) -> np.ndarray:
+        """Images (uint8 or float in [0, 1]) -> symbols ``(N, k)`` int32, component j in ``[0, size_j)``."""
+        x = np.asarray(images)
+        x = (x.astype(np.float64) / 255.0) if x.dtype == np.uint8 else x.astype(np.float64)
+        coef = (x.reshape(len(x), -1) - self.mean) @ self.basis.T
+        return np.clip(np.round(coef / self.step) - self.offsets, 0, self.sizes - 1).astype(np.int32)
+
+    def reconstruct(self, symbols: np.ndarray) -> np.ndarray:
+        """Symbols ``(N, k)`` -> digits ``(N, 28, 28, 1)`` float32 in [0, 1]."""
+        coef = (np.asarray(symbols, np.float64) + self.offsets) * self.step
+        return np.clip(coef @ self.basis + self.mean, 0, 1).reshape(-1, 28, 28, 1).astype(np.float32)
+
+    def estimate_bits(self, symbols: np.ndarray) -> np.ndarray:
+        """``-sum log2 p(symbol)`` per image under the tables, in bits, ``(N,)``."""
+        symbols = np.asarray(symbols)
+        bits = np.zeros(len(symbols))
+        for j in self.coded:
+            bits -= np.log2(self.pmfs[j][symbols[:, j]])
+        return bits
+
+    def compress(self, images) -> list[bytes]:
+        """Digits -> one complete v1-style file (bytes) each: 7-byte header + range-coded payload."""
+        import constriction
+
+        files = []
+        for s in self.quantize(images):
+            coder = constriction.stream.queue.RangeEncoder()
+            for members, table in self._groups:
+                coder.encode(np.ascontiguousarray(s[members]), self._family, table)
+            files.append(pack_v1(self.quality, self.fingerprint, 28, 28,
+                                 _words_to_bytes(coder.get_compressed())))
+        return files
+
+    def decompress(self, files) -> np.ndarray:
+        """Files from :meth:`compress` -> digits ``(N, 28, 28, 1)`` float32 in [0, 1]."""
+        import constriction
+
+        symbols = np.zeros((len(files), self.k), np.int32)
+        for i, data in enumerate(files):
+            payload = unpack_v1(data, self.fingerprint, expect_quality=self.quality)[4]
+            decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(payload))
+            for members, table in self._groups:
+                symbols[i, members] = decoder.decode(self._family, table)
+        return self.reconstruct(symbols)
+
+
+def measure_pca(codec: PCACodec, images_u8: np.ndarray, classifier=None, labels=None) -> dict:
+    """Real bytes through a :class:`PCACodec`; a :func:`rd_result` dict (setting ``"k=.., step=.."``)."""
+    images_u8 = _u8_batch(images_u8)
+    files = codec.compress(images_u8)
+    estimate = codec.estimate_bits(codec.quantize(images_u8)) / 8.0
+    return rd_result("pca", f"k={codec.k}, step={codec.step:g}", [len(f) for f in files], images_u8,
+                     codec.decompress(files), classifier, labels, k=codec.k, step=codec.step,
+                     estimated_payload_bytes=float(estimate.mean()))
+
+
+# ---- a digit classifier: are the decoded digits still readable? ----
+
+def build_digit_classifier():
+    """A small CNN for 28x28 digits: 2 x (Conv 3x3 + ReLU + max-pool 2), Dense 128 + ReLU,
+    dropout 0.3, Dense 10 + softmax.
+
+    Input ``(N, 28, 28, 1)`` float in [0, 1]; output ``(N, 10)`` class probabilities.
+    About 225,000 parameters (most in the Dense 128 layer; the convolutions cost the time).
+    """
+    inp = keras.Input((28, 28, 1), name="image")
+    x = layers.Conv2D(32, 3, activation="relu", name="conv1")(inp)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(64, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="hidden")(x)
+    x = layers.Dropout(0.3, name="dropout")(x)
+    out = layers.Dense(10, activation="softmax", name="probabilities")(x)
+    return keras.Model(inp, out, name="digit_classifier")
+
+
+def train_digit_classifier(x_train: np.ndarray, y_train: np.ndarray, epochs: int = 3,
+                           batch_size: int = 128, seed: int = 42):
+    """Train :func:`build_digit_classifier` on clean digits (Adam 1e-3, seeded); returns the model.
+
+    ``x_train``: ``(N, 28, 28, 1)`` float in [0, 1] (or uint8 ``(N, 28, 28)``); ``y_train``:
+    labels 0..9. On all 60,000 training digits, 3 epochs take one to two minutes on 2 CPU
+    cores and give about 99 % on the clean test digits (quick mode's 2,000 digits need about
+    12 epochs for about 96 %).
+    """
+    epochs = _check_int("epochs", epochs, *EPOCH_RANGE)
+    x = to_float_images(x_train) if np.asarray(x_train).dtype == np.uint8 else np.asarray(x_train, np.float32)
+    set_seed(seed)
+    model = build_digit_classifier()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(x, np.asarray(y_train, np.int64), batch_size=batch_size, epochs=epochs, shuffle=True,
+              verbose=0)
+    return model
+
+
+def classifier_accuracy(model, images, labels) -> float:
+    """Share of ``images`` (uint8 ``(N, 28, 28)`` or float ``(N, 28, 28, 1)`` in [0, 1]) that
+    ``model`` labels correctly, in [0, 1]."""
+    images = np.asarray(images)
+    x = to_float_images(images) if images.dtype == np.uint8 else images.astype(np.float32)
+    if x.ndim == 3:
+        x = x[..., None]
+    probs = model.predict(x, batch_size=1000, verbose=0)
+    return float(np.mean(np.argmax(probs, axis=1) == np.asarray(labels)))
+
+
+# ---- comparing curves: Pareto front, matched sizes, Bjontegaard deltas ----
+
+def pareto_front(rates, quality) -> np.ndarray:
+    """Indices of the points no other point beats (fewer or equal bytes AND higher quality),
+    sorted by rate: the best a codec can do at each size. ``rates``, ``quality``: ``(P,)``."""
+    rates, quality = np.asarray(rates, np.float64), np.asarray(quality, np.float64)
+    order = np.lexsort((-quality, rates))
+    keep, best = [], -np.inf
+    for i in order:
+        if quality[i] > best:
+            keep.append(i)
+            best = quality[i]
+    return np.array(keep, dtype=np.int64)
+
+
+def psnr_at_bytes(rates, psnrs, target_bytes):
+    """PSNR a codec reaches at ``target_bytes``, interpolated linearly in log(bytes).
+
+    ``rates``/``psnrs``: the codec's measured points (mean bytes, dB), any order; only the
+    Pareto front is used. ``target_bytes``: a number or a sequence. Returns a float (or a
+    list) with ``None`` where the target lies outside the measured sizes: no
+    extrapolation, a codec that cannot make a file that small (or large) has no value.
+    """
+    idx = pareto_front(rates, psnrs)
+    r = np.log(np.asarray(rates, np.float64)[idx])
+    p = np.asarray(psnrs, np.float64)[idx]
+
+    def one(t):
+        t = np.log(float(t))
+        if len(r) == 0 or t < r[0] - 1e-12 or t > r[-1] + 1e-12:
+            return None
+        return float(np.interp(t, r, p))
+
+    return [one(t) for t in target_bytes] if np.ndim(target_bytes) else one(target_bytes)
+
+
+def bytes_at_psnr(rates, psnrs, target_psnr):
+    """Mean bytes a codec needs for ``target_psnr`` dB (the inverse of :func:`psnr_at_bytes`,
+    interpolated in log(bytes) along the Pareto front); ``None`` outside the measured range."""
+    idx = pareto_front(rates, psnrs)
+    r = np.log(np.asarray(rates, np.float64)[idx])
+    p = np.asarray(psnrs, np.float64)[idx]
+    if len(p) == 0 or not p[0] - 1e-12 <= target_psnr <= p[-1] + 1e-12:
+        return None
+    return float(np.exp(np.interp(target_psnr, p, r)))
+
+
+def _bd_fit(x, y, method: str):
+    """A curve y(x) through sorted points: a least-squares cubic (``"cubic"``, the original
+    Bjontegaard fit) or a monotone piecewise cubic (``"pchip"``); returns its integral F(a, b)."""
+    from scipy.interpolate import PchipInterpolator
+
+    if method == "pchip":
+        f = PchipInterpolator(x, y)
+        return lambda a, b: float(f.integrate(a, b))
+    poly = np.polyint(np.polyfit(x, y, min(3, len(x) - 1)))
+    return lambda a, b: float(np.polyval(poly, b) - np.polyval(poly, a))
+
+
+def bd_compare(rate_a, psnr_a, rate_b, psnr_b, method: str = "cubic") -> dict:
+    """Bjontegaard deltas of codec A against codec B (VCEG-M33, 2001), with the details.
+
+    Each codec is given by its measured points (mean bytes, PSNR in dB); only finite points
+    are used, sorted, and each curve needs at least 2 of them (4 for a true cubic).
+
+    * **BD-rate**: fit log(rate) as a function of PSNR for each codec (a cubic polynomial,
+      or ``method="pchip"``), integrate both over the PSNR interval where the two curves
+      overlap, and turn the mean difference into a percentage:
+      ``(exp(mean(log r_A - log r_B)) - 1) * 100``. Negative = A needs that many percent
+      fewer bytes than B for the same PSNR, on average over the interval.
+    * **BD-PSNR**: the same with the axes swapped (PSNR as a function of log rate, over the
+      overlapping log-rate interval): mean dB that A gains over B at equal bytes.
+
+    Returns ``{"bd_rate_percent", "bd_psnr_db", "psnr_overlap_db": (lo, hi),
+    "bytes_overlap": (lo, hi), "method", "reason"}``; a delta is ``None`` when the curves do
+    not overlap on that axis (or have too few points), and ``reason`` says why.
+    """
+    def clean(r, p):
+        r, p = np.asarray(r, np.float64), np.asarray(p, np.float64)
+        ok = np.isfinite(r) & np.isfinite(p) & (r > 0)
+        order = np.argsort(p[ok])
+        return np.log(r[ok][order]), p[ok][order]
+
+    (lra, pa), (lrb, pb) = clean(rate_a, psnr_a), clean(rate_b, psnr_b)
+    out = {"bd_rate_percent": None, "bd_psnr_db": None, "psnr_overlap_db": None,
+           "bytes_overlap": None, "method": method, "reason": None}
+    if min(len(pa), len(pb)) < 2:
+        out["reason"] = "each curve needs at least 2 finite points"
+        return out
+    lo, hi = max(pa[0], pb[0]), min(pa[-1], pb[-1])
+    if hi > lo:
+        fa, fb = _bd_fit(pa, lra, method), _bd_fit(pb, lrb, method)
+        out["bd_rate_percent"] = float((np.exp((fa(lo, hi) - fb(lo, hi)) / (hi - lo)) - 1) * 100)
+        out["psnr_overlap_db"] = (float(lo), float(hi))
+    else:
+        out["reason"] = (f"the PSNR ranges do not overlap (A: {pa[0]:.2f}..{pa[-1]:.2f} dB, "
+                         f"B: {pb[0]:.2f}..{pb[-1]:.2f} dB)")
+    ia, ib = np.argsort(lra), np.argsort(lrb)
+    rlo, rhi = max(lra.min(), lrb.min()), min(lra.max(), lrb.max())
+    if rhi > rlo:
+        ga, gb = _bd_fit(lra[ia], pa[ia], method), _bd_fit(lrb[ib], pb[ib], method)
+        out["bd_psnr_db"] = float((ga(rlo, rhi) - gb(rlo, rhi)) / (rhi - rlo))
+        out["bytes_overlap"] = (float(np.exp(rlo)), float(np.exp(rhi)))
+    else:
+        out["reason"] = ((out["reason"] + "; ") if out["reason"] else "") + (
+            f"the byte ranges do not overlap (A: {np.exp(lra.min()):.0f}..{np.exp(lra.max()):.0f} B, "
+            f"B: {np.exp(lrb.min()):.0f}..{np.exp(lrb.max()):.0f} B)")
+    return out
+
+
+def bd_rate(rate_a, psnr_a, rate_b, psnr_b, method: str = "cubic") -> float | None:
+    """Bjontegaard delta rate of A against B in percent (negative: A is smaller at equal
+    PSNR); ``None`` if the PSNR ranges do not overlap. See :func:`bd_compare` for the method
+    and the reason when there is no value."""
+    return bd_compare(rate_a, psnr_a, rate_b, psnr_b, method)["bd_rate_percent"]
+
+
+def bd_psnr(rate_a, psnr_a, rate_b, psnr_b, method: str = "cubic") -> float | None:
+    """Bjontegaard delta PSNR of A against B in dB (positive: A is better at equal bytes);
+    ``None`` if the byte ranges do not overlap. See :func:`bd_compare`."""
+    return bd_compare(rate_a, psnr_a, rate_b, psnr_b, method)["bd_psnr_db"]
+
+
+# ---- the whole comparison, shared by notebook 05 and benchmarks/rate_distortion.py ----
+
+def available_qualities() -> list[int]:
+    """The learned-codec qualities whose model, card and tables are all in ``models/``."""
+    found = []
+    for q in sorted(QUALITY_LAMBDAS):
+        p = rd_model_path(q)
+        if p.is_file() and p.with_suffix(".npz").is_file():
+            found.append(q)
+    return found
+
+
+def rate_distortion_rows(images_u8: np.ndarray, labels=None, classifier=None, *, qualities=None,
+                         pca_codecs=(), jpeg_qualities=JPEG_QUALITIES, webp_qualities=WEBP_QUALITIES,
+                         avif_qualities=AVIF_QUALITIES, avif_images: int | None = 500, keep=(),
+                         progress=None) -> list[dict]:
+    """Measure every codec on the same digits: the learned codec (each quality), the float
+    latent (v0), PNG, WebP lossless, JPEG, WebP, AVIF sweeps and the given PCA codecs.
+
+    ``images_u8``: uint8 ``(N, 28, 28)``; ``labels`` and ``classifier`` add accuracy.
+    AVIF encodes slowly (about 40 ms a digit), so it runs on the first ``avif_images``
+    digits only (None: all); its rows say how many. ``keep``: indices of digits whose
+    decoded images are kept in each row as ``"kept"`` (uint8 ``(len(keep), 28, 28)``);
+    the full decoded arrays are dropped to save memory, the per-image ``sizes`` stay.
+    ``progress``: called with each finished row (e.g. to print it). Returns the rows
+    (:func:`rd_result` dicts) in a fixed order.
+    """
+    import time
+
+    images_u8 = _u8_batch(images_u8)
+    qualities = available_qualities() if qualities is None else list(qualities)
+    jobs = [(f"cae q{q}", lambda q=q: measure_learned(load_codec(q), images_u8, classifier, labels))
+            for q in qualities]
+    jobs.append(("float latent", lambda: measure_float_latent(images_u8, None, classifier, labels)))
+    jobs += [(fmt, lambda fmt=fmt: measure_classic(images_u8, fmt, None, classifier, labels))
+             for fmt in ("png", "webp_lossless")]
+    for fmt, sweep in (("jpeg", jpeg_qualities), ("webp", webp_qualities)):
+        jobs += [(f"{fmt} q{q}", lambda fmt=fmt, q=q: measure_classic(images_u8, fmt, q, classifier, labels))
+                 for q in sweep]
+    if avif_qualities and avif_supported():
+        n = len(images_u8) if avif_images is None else min(int(avif_images), len(images_u8))
+        sub_labels = None if labels is None else np.asarray(labels)[:n]
+        jobs += [(f"avif q{q}", lambda q=q, n=n, sl=sub_labels:
+                  measure_classic(images_u8[:n], "avif", q, classifier, sl)) for q in avif_qualities]
+    jobs += [(f"pca k{c.k}", lambda c=c: measure_pca(c, images_u8, classifier, labels)) for c in pca_codecs]
+    keep = np.asarray(keep, np.int64)
+    rows = []
+    for _, job in jobs:
+        t0 = time.perf_counter()
+        row = job()
+        row["seconds"] = time.perf_counter() - t0
+        row["kept"] = row["decoded"][keep[keep < len(row["decoded"])]]
+        del row["decoded"]
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return rows
+
+
+def rd_curve(rows, codec: str, metric: str = "psnr_db") -> tuple[np.ndarray, np.ndarray]:
+    """``(mean bytes, metric)`` arrays of one codec's rows, sorted by bytes."""
+    pts = sorted((r["mean_bytes"], r[metric]) for r in rows if r["codec"] == codec)
+    return np.array([p[0] for p in pts], np.float64), np.array([p[1] for p in pts], np.float64)
+
+
+def pareto_rows(rows, codec: str, metric: str = "psnr_db") -> list[dict]:
+    """One codec's rows on its Pareto front (no other setting is smaller AND better)."""
+    mine = [r for r in rows if r["codec"] == codec]
+    idx = pareto_front([r["mean_bytes"] for r in mine], [r[metric] for r in mine])
+    return [mine[i] for i in idx]
+
+
+def matched_size_table(rows, sizes=MATCHED_SIZES, a: str = "cae", b: str = "webp") -> list[dict]:
+    """PSNR of codec ``a`` and codec ``b`` at each file size in ``sizes`` (bytes).
+
+    Each codec's PSNR at a size is interpolated along its measured points
+    (:func:`psnr_at_bytes`; for the learned codec a point between two qualities stands for
+    a quality level that would have to be trained). Each row: ``bytes``, ``psnr_a``,
+    ``psnr_b`` (None if the codec cannot make files that small or large), ``winner``
+    (``a``, ``b`` or None) and ``note``. When only one codec reaches the size, it wins
+    only if its PSNR also beats the other codec's nearest file (a codec that cannot go
+    that small loses by default at that size; the note says so).
+    """
+    ra, pa = rd_curve(rows, a)
+    rb, pb = rd_curve(rows, b)
+    out = []
+    for s in sizes:
+        va, vb = psnr_at_bytes(ra, pa, s), psnr_at_bytes(rb, pb, s)
+        note, winner = "", None
+        if va is not None and vb is not None:
+            winner = a if va > vb else b
+        elif va is None and vb is None:
+            note = f"neither {a} nor {b} makes files of this size"
+        else:
+            have, miss = (a, b) if vb is None else (b, a)
+            r_miss, p_miss = (rb, pb) if vb is None else (ra, pa)
+            v_have = va if vb is None else vb
+            small = s < r_miss.min()
+            edge_psnr = float(p_miss[np.argmin(r_miss)] if small else p_miss.max())
+            edge_bytes = float(r_miss.min() if small else r_miss[np.argmax(p_miss)])
+            if small:
+                winner = have
+                note = (f"{miss} cannot go this small (smallest file {edge_bytes:.0f} B, "
+                        f"{edge_psnr:.1f} dB)")
+            else:
+                winner = miss if edge_psnr > v_have else have
+                note = (f"{miss} has no setting this large (its best: {edge_bytes:.0f} B, "
+                        f"{edge_psnr:.1f} dB)")
+        out.append({"bytes": s, f"psnr_{a}": va, f"psnr_{b}": vb,
+                    "difference_db": (va - vb) if va is not None and vb is not None else None,
+                    "winner": winner, "note": note})
+    return out
+
+
+def codec_throughput(codec, images: np.ndarray, warmup: int = 64) -> dict:
+    """Wall time to compress and then decompress ``images`` in one batch through ``codec``.
+
+    ``images``: ``(N, 28, 28, 1)`` float in [0, 1] (or uint8). Includes the neural networks
+    and the range coding of every file, excludes model loading; a ``warmup`` batch runs
+    first so that TensorFlow's one-off graph tracing is not counted. Returns
+    ``{"images", "encode_seconds", "decode_seconds", "seconds", "images_per_second"}``.
+    """
+    import time
+
+    x = np.asarray(images)
+    x = to_float_images(x) if x.dtype == np.uint8 else x.astype(np.float32)
+    if warmup:
+        codec.decompress(codec.compress(x[:warmup]))
+    t0 = time.perf_counter()
+    files = codec.compress(x)
+    t1 = time.perf_counter()
+    codec.decompress(files)
+    t2 = time.perf_counter()
+    return {"images": int(len(x)), "encode_seconds": t1 - t0, "decode_seconds": t2 - t1,
+            "seconds": t2 - t0, "images_per_second": len(x) / (t2 - t0)}
+
+
+#: How each codec is drawn in notebook 05's plots: (label, colour, marker).
+CODEC_STYLE = {
+    "cae": ("learned CAE (.cae v1)", "tab:red", "o"),
+    "webp": ("WebP lossy", "tab:blue", "s"),
+    "jpeg": ("JPEG", "tab:orange", "^"),
+    "avif": ("AVIF", "tab:purple", "D"),
+    "pca": ("PCA + range coder", "tab:green", "v"),
+    "float_latent_v0": ("float latent (.cae v0)", "tab:brown", "X"),
+    "png": ("PNG (lossless)", "tab:gray", "P"),
+    "webp_lossless": ("WebP lossless", "black", "*"),
+}
+
+
+def plot_rate_distortion(ax, rows, metric: str = "psnr_db", codecs=None, label_settings: bool = False):
+    """Draw each codec's ``metric`` against mean bytes per digit (log x axis) on ``ax``.
+
+    Lossy codecs are lines through their settings (PCA: its Pareto front only); single
+    settings are points. Lossless codecs, whose PSNR is infinite, become vertical dashed
+    lines at their size when ``metric="psnr_db"``. ``label_settings`` writes each
+    learned quality next to its point. Returns ``ax``.
+    """
+    codecs = codecs or [c for c in CODEC_STYLE if any(r["codec"] == c for r in rows)]
+    for c in codecs:
+        label, color, marker = CODEC_STYLE.get(c, (c, None, "o"))
+        mine = pareto_rows(rows, c, metric) if c == "pca" else [r for r in rows if r["codec"] == c]
+        mine = sorted(mine, key=lambda r: r["mean_bytes"])
+        if not mine:
+            continue
+        x = np.array([r["mean_bytes"] for r in mine])
+        y = np.array([r[metric] for r in mine], np.float64)
+        if c == "avif" and mine[0]["images"] < max(r["images"] for r in rows):
+            label += f" (first {mine[0]['images']} digits)"
+        if not np.all(np.isfinite(y)):
+            ax.axvline(x[0], color=color, ls="--", lw=1, label=f"{label}: {x[0]:.0f} B")
+            continue
+        ax.plot(x, y, color=color, marker=marker, ms=5, lw=1.5 if len(x) > 1 else 0, label=label)
+        if label_settings and c == "cae":
+            for r in mine:
+                ax.annotate(f"q{r['setting']}", (r["mean_bytes"], r[metric]), textcoords="offset points",
+                            xytext=(-4, 6), fontsize=7, color=color, ha="right")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean file size per 28x28 digit (bytes, log scale; headers included)")
+    ax.set_ylabel({"psnr_db": "PSNR (dB)", "ssim": "SSIM", "accuracy": "classifier accuracy"}.get(metric, metric))
+    ax.grid(alpha=0.3, which="both")
+    return ax
+
+
+def smallest_row(rows, codec: str, min_accuracy: float | None = None) -> dict | None:
+    """The row of ``codec`` with the fewest mean bytes, optionally among those whose classifier
+    accuracy is at least ``min_accuracy``; None if there is none."""
+    mine = [r for r in rows if r["codec"] == codec
+            and (min_accuracy is None or (r.get("accuracy") is not None and r["accuracy"] >= min_accuracy))]
+    return min(mine, key=lambda r: r["mean_bytes"]) if mine else None
+
+
+def bd_table(rows, a: str = "cae", against=("webp", "jpeg", "pca", "avif")) -> dict:
+    """Bjontegaard deltas of codec ``a`` against each codec in ``against`` (those present).
+
+    Every curve is first reduced to its Pareto front (PSNR against mean bytes). Returns
+    ``{other: bd_compare(...) plus "pchip": the same with a monotone piecewise-cubic fit}``;
+    the cubic is the standard headline, the piecewise fit a check on it.
+    """
+    def front(c):
+        pts = pareto_rows([r for r in rows if np.isfinite(r["psnr_db"])], c)
+        return [r["mean_bytes"] for r in pts], [r["psnr_db"] for r in pts]
+
+    ra, pa = front(a)
+    out = {}
+    for b in against:
+        if not any(r["codec"] == b for r in rows):
+            continue
+        rb, pb = front(b)
+        res = bd_compare(ra, pa, rb, pb, "cubic")
+        res["pchip"] = {k: bd_compare(ra, pa, rb, pb, "pchip")[k] for k in ("bd_rate_percent", "bd_psnr_db")}
+        out[b] = res
+    return out
+
+
+def rd_bars(rows, bd: dict, matched: list[dict], throughput: dict | None = None,
+            full_test_images: int = 10_000) -> list[dict]:
+    """Check the learned codec against the course issue's four bars, from measured numbers.
+
+    1. at every size in ``matched`` (:func:`matched_size_table` against WebP) the CAE wins;
+    2. BD-rate against WebP <= -30 % and against JPEG <= -70 % (from ``bd``, :func:`bd_table`);
+    3. readable digits (classifier accuracy >= :data:`READABLE_ACCURACY`) at fewer mean
+       bytes than WebP's smallest file;
+    4. encode + decode of ``full_test_images`` digits in <= 30 s at every quality
+       (``throughput``: quality -> :func:`codec_throughput`; measured on fewer images,
+       the time is scaled up and marked as a projection).
+
+    Returns one dict per bar: ``bar`` (text), ``met`` (True/False), ``evidence`` (text).
+    """
+    bars = []
+    losses = [m for m in matched if m["winner"] != "cae"]
+    bars.append({"bar": "CAE PSNR beats WebP at every matched size "
+                        f"({matched[0]['bytes']}-{matched[-1]['bytes']} B)" if matched else "matched sizes",
+                 "met": bool(matched) and not losses,
+                 "evidence": ("CAE wins at all sizes" if not losses else "CAE loses or ties at "
+                              + ", ".join(f"{m['bytes']} B" for m in losses))})
+    for other, limit in (("webp", -30.0), ("jpeg", -70.0)):
+        res = bd.get(other, {})
+        value = res.get("bd_rate_percent")
+        bars.append({"bar": f"BD-rate vs {other.upper()} <= {limit:.0f} %",
+                     "met": value is not None and value <= limit,
+                     "evidence": (f"{value:+.1f} % over {res['psnr_overlap_db'][0]:.1f}-"
+                                  f"{res['psnr_overlap_db'][1]:.1f} dB" if value is not None
+                                  else f"no value: {res.get('reason', 'not measured')}")})
+    readable, webp_min = smallest_row(rows, "cae", READABLE_ACCURACY), smallest_row(rows, "webp")
+    if readable is None or webp_min is None:
+        bars.append({"bar": "readable digits below WebP's smallest file", "met": False,
+                     "evidence": "no CAE quality reaches the accuracy" if readable is None
+                                 else "WebP not measured"})
+    else:
+        bars.append({"bar": f"readable digits (accuracy >= {READABLE_ACCURACY:.0%}) at fewer bytes "
+                            "than WebP's smallest file",
+                     "met": readable["mean_bytes"] < webp_min["mean_bytes"],
+                     "evidence": (f"CAE q{readable['setting']}: {readable['mean_bytes']:.1f} B at "
+                                  f"{readable['accuracy']:.1%}; WebP q{webp_min['setting']}: "
+                                  f"{webp_min['mean_bytes']:.1f} B at {webp_min['accuracy']:.1%}")})
+    if throughput:
+        worst_q = max(throughput, key=lambda q: throughput[q]["seconds"] / throughput[q]["images"])
+        t = throughput[worst_q]
+        projected = t["seconds"] * full_test_images / t["images"]
+        how = ("measured" if t["images"] == full_test_images
+               else f"projected from {t['images']} digits")
+        bars.append({"bar": f"encode + decode of {full_test_images:,} digits <= 30 s",
+                     "met": projected <= 30.0,
+                     "evidence": f"slowest quality q{worst_q}: {projected:.1f} s ({how})"})
+    return bars
+
+
+def rd_table_text(rows) -> str:
+    """The measured rows as a plain-text table (one line per codec setting)."""
+    head = (f"{'codec':<16}{'setting':>13}{'digits':>7}{'bytes':>8}{'bpp':>6}{'PSNR dB':>9}"
+            f"{'SSIM':>7}{'acc %':>7}{'est. payload':>13}{'gap B':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        est = r.get("estimated_payload_bytes")
+        gap = r.get("gap_bytes")
+        lines.append(
+            f"{r['codec']:<16}{str(r['setting']):>13}{r['images']:>7}{r['mean_bytes']:>8.1f}"
+            f"{r['bpp']:>6.2f}{r['psnr_db']:>9.2f}{r['ssim']:>7.3f}"
+            f"{(100 * r['accuracy']) if r.get('accuracy') is not None else float('nan'):>7.1f}"
+            f"{est if est is not None else float('nan'):>13.1f}{gap if gap is not None else float('nan'):>7.1f}")
+    return "\n".join(lines).replace(" nan", "   -")
+
+
+# ---- looking inside: where the bits go, the v1 header, the classic formats' overhead ----
+
+def symbol_bits(codec, digits: np.ndarray) -> np.ndarray:
+    """Bits each latent value of each digit costs under ``codec``'s prior: ``-log2 p(symbol)``.
+
+    ``digits``: ``(N, 28, 28, 1)`` float in [0, 1] (or uint8). Returns float64
+    ``(N, 7, 7, C)``; summed over everything but N it equals :meth:`LearnedCodec.estimate_bits`.
+    """
+    x = np.asarray(digits)
+    x = to_float_images(x) if x.dtype == np.uint8 else x.astype(np.float32)
+    symbols = codec.quantize(encode_digits(codec.encoder, x))
+    bits = np.zeros(symbols.shape, np.float64)
+    for c, lg in enumerate(codec._log2):
+        bits[..., c] = -lg[symbols[..., c]]
+    return bits
+
+
+def cae_v1_fields(data: bytes) -> list[tuple[int, int, str, bytes]]:
+    """Split a ``.cae`` v1 file into its fields (checked with :func:`unpack_v1` first).
+
+    Returns ``(offset, size, name, field bytes)`` for the magic/version byte, quality,
+    model byte, height and width varints, CRC-16 and the payload (section 11's layout).
+    """
+    data = bytes(data)
+    unpack_v1(data)
+    _, pos_h = _read_varint(data, 3, "the .cae data")
+    _, pos_w = _read_varint(data, pos_h, "the .cae data")
+    return [(0, 1, "magic 0xC + version 1", data[0:1]), (1, 1, "quality", data[1:2]),
+            (2, 1, "model byte (fingerprint[0])", data[2:3]),
+            (3, pos_h - 3, "height (varint)", data[3:pos_h]),
+            (pos_h, pos_w - pos_h, "width (varint)", data[pos_h:pos_w]),
+            (pos_w, 2, "CRC-16 of header and payload", data[pos_w:pos_w + 2]),
+            (pos_w + 2, len(data) - pos_w - 2, "range-coded payload", data[pos_w + 2:])]
+
+
+def jpeg_header_bytes(data: bytes) -> int:
+    """Bytes of a JPEG file before its entropy-coded scan: every marker segment up to and
+    including the start-of-scan header (quantization and Huffman tables, frame header...).
+    The 2-byte end marker comes on top. :class:`CAEError` if ``data`` is not a baseline JPEG."""
+    data = bytes(data)
+    at = data.find(b"\xff\xda")
+    if not data.startswith(b"\xff\xd8") or at < 0 or at + 4 > len(data):
+        raise CAEError("Not a JPEG file with a start-of-scan marker.")
+    return at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]

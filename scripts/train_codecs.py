@@ -48,9 +48,10 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args(argv)
     (x_train, _), (x_test, _) = cu.load_mnist()
-    previous = None
+    previous, previous_lineage = None, []
     if args.init_from is not None:
-        previous, *_ = cu.load_model(cu.rd_model_path(args.init_from))
+        previous, _, _, init_card = cu.load_model(cu.rd_model_path(args.init_from))
+        previous_lineage = init_card.get("lineage", [])
     for i, q in enumerate(args.qualities):
         lam = cu.QUALITY_LAMBDAS[q]
         trainer, enc, dec, prior = cu.build_rd_cae(args.channels, args.width)
@@ -67,6 +68,12 @@ def main(argv=None) -> int:
                 "width": args.width, "train_seconds": round(r["seconds"], 1),
                 "warm_start_from": (args.qualities[i - 1] if i else args.init_from) if previous is not None else None,
                 "produced_by": "scripts/train_codecs.py"}
+        # Every training stage this model's weights went through, oldest first.
+        card["lineage"] = previous_lineage + [{
+            "quality": q, "lambda": lam, "epochs": epochs, "train_seconds": card["train_seconds"],
+            "warm_start_from": card["warm_start_from"]}]
+        card["total_epochs"] = sum(stage["epochs"] for stage in card["lineage"])
+        card["total_train_seconds"] = round(sum(stage["train_seconds"] for stage in card["lineage"]), 1)
         cu.save_codec(trainer, enc, dec, prior, q, card, overwrite=args.force)
         card["test"] = evaluate(q, x_test)
         path = cu.update_model_card(cu.rd_model_path(q), test=card["test"])
@@ -74,9 +81,9 @@ def main(argv=None) -> int:
               f"{card['test']['psnr_db']:.2f} dB, trained {r['seconds']:.0f} s "
               f"({time.perf_counter() - t0:.0f} s with evaluation) -> {path}", flush=True)
         if args.chain:
-            previous = trainer
-        else:
-            previous = None if args.init_from is None else previous
+            previous, previous_lineage = trainer, card["lineage"]
+        elif args.init_from is None:
+            previous, previous_lineage = None, []
     return 0
 
 
