@@ -13,12 +13,14 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Keep the Jupyter kernel and pytest on the CPUs we have without oversubscribing.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv run test test-unit test-notebooks lab clean-venv
+.PHONY: help venv run test test-unit test-notebooks lab bench student clean-venv
 
 help:
 	@echo "make run    - execute all notebooks in order (full mode) and print a results summary"
 	@echo "make test   - pytest + nbval in quick mode (CAE_QUICK=1)"
 	@echo "make lab    - open JupyterLab on notebooks/"
+	@echo "make bench  - benchmarks: race the 2018 recipe; rate-distortion against PNG/JPEG/WebP/AVIF (JSON in benchmarks/results/)"
+	@echo "make student - student copies of the notebooks in student/ (no outputs, no solutions)"
 
 venv: $(STAMP)
 
@@ -44,6 +46,13 @@ test-notebooks: $(STAMP)
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	$(PY) benchmarks/rate_distortion.py
+	$(PY) benchmarks/race_original.py
+
+student: $(STAMP)
+	$(PY) scripts/make_student.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1465,7 +1465,7 @@ class MeanOfPrediction(keras.losses.Loss):
 
 #: Quality levels 1..6 of the shipped learned codec: the rate-distortion trade-off lambda
 #: (loss = bits per pixel + lambda * MSE on the 0..255 scale). Higher = bigger, better.
-QUALITY_LAMBDAS = {1: 0.0015, 2: 0.004, 3: 0.01, 4: 0.025, 5: 0.07, 6: 0.2}
+QUALITY_LAMBDAS = {1: 0.0015, 2: 0.004, 3: 0.01, 4: 0.025, 5: 0.07, 6: 0.2, 7: 0.5}
 
 
 def rd_model_path(quality: int) -> Path:
