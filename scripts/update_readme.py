@@ -1,0 +1,132 @@
+"""Regenerate the results section of README.md from the measured JSON files.
+
+    python scripts/update_readme.py [--check]
+
+The section between ``<!-- results:start -->`` and ``<!-- results:end -->`` is made
+from results/*.json (written by the notebooks in full mode), models/*.json (the
+shipped models' cards) and benchmarks/results/*.json. Numbers are never typed by hand.
+With --check it only reports whether README.md is up to date (exit 1 if not).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load(rel: str) -> dict | None:
+    path = ROOT / rel
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def f1(x, unit=""):
+    return "n/a" if x is None else f"{x:.1f}{unit}"
+
+
+def training_section() -> list[str]:
+    out = []
+    card = load("models/improved_cae.json")
+    nb3 = load("results/03_training.json")
+    if card:
+        t = card["test"]
+        out.append(f"**Improved CAE** (shipped `models/improved_cae.keras`, {card['parameters']:,} "
+                   f"parameters, 128-number latent): test PSNR **{t['psnr_db']:.2f} dB**, MSE "
+                   f"{t['mse']:.5f}, {t['sse_per_8']:.1f} in the 2018 unit (sum of squared error "
+                   f"over 8 digits; the original reported 100-120), trained in "
+                   f"{card['train_seconds']:.0f} s ({card['recipe']['epochs']} epochs) on 2 CPU cores.")
+    if nb3:
+        rows = []
+        for name, run in (nb3.get("runs") or {}).items():
+            r = run["test"]
+            rows.append([name, f1(r["sse_per_8"]), f"{r['mse']:.4f}", f1(r["psnr_db"], " dB"),
+                         f1(run.get("train_seconds"), " s")])
+        if rows:
+            out += ["", "Notebook 03, on the 10,000 MNIST test images:", "",
+                    table(["model and recipe", "2018 unit (SSE per 8)", "MSE", "PSNR", "training"], rows)]
+        race = nb3.get("race")
+        if race:
+            ts = race["train_seconds"]
+            rows = [[f"SSE per 8 <= {int(float(k))}", f1(ts["original"].get(k), " s"),
+                     f1(ts["improved"].get(k), " s"),
+                     f"{race['ratio_original_over_improved'][k]['wall']:.2f}x"]
+                    for k in ts["original"]]
+            out += ["", "Racing the original (`benchmarks/race_original.py`, training wall time "
+                    "to reach a test loss, evaluation excluded):", "",
+                    table(["target", "2018 recipe", "improved recipe", "ratio"], rows)]
+    return out
+
+
+def codec_section() -> list[str]:
+    rd = load("benchmarks/results/rate_distortion.json")
+    if not rd:
+        return []
+    rows = []
+    for r in rd["rows"]:
+        if r["codec"] in ("cae", "webp", "jpeg", "avif", "png", "webp_lossless", "float_latent_v0") or (
+                r["codec"] == "pca" and str(r["setting"]) in rd.get("pca_pareto_settings", [])):
+            psnr = r["psnr_db"]
+            psnr = "lossless" if not isinstance(psnr, (int, float)) or psnr == float("inf") else f"{psnr:.2f}"
+            acc = r.get("accuracy")
+            rows.append([r["codec"], r["setting"] if r["setting"] is not None else "",
+                         f"{r['mean_bytes']:.1f}", f"{r['bpp']:.3f}", psnr, f"{r['ssim']:.3f}",
+                         "" if acc is None else f"{100 * acc:.1f}%"])
+    out = [f"Rate-distortion on the {rd['test_images']:,} MNIST test digits "
+           f"(`python benchmarks/rate_distortion.py`, {rd['date'][:10]}; whole files, headers "
+           "included; PSNR of the mean MSE; digits read by a small CNN classifier):", "",
+           table(["codec", "setting", "bytes", "bits/pixel", "PSNR (dB)", "SSIM", "read correctly"], rows)]
+    bd = rd["bd"]
+    out += ["", "Bjøntegaard delta rate of the CAE (negative = fewer bytes for the same PSNR): "
+            + ", ".join(f"against {k.upper() if k != 'webp' else 'WebP'} "
+                        + (f"**{v['bd_rate_percent']:+.1f}%**" if v.get('bd_rate_percent') is not None
+                           else f"n/a ({v.get('reason')})")
+                        for k, v in bd.items()) + "."]
+    ms = rd["matched_sizes"]["webp"]
+    out += ["", "PSNR at matched sizes, CAE against WebP:", "",
+            table(["bytes", "CAE", "WebP", "difference"],
+                  [[m["bytes"], f1(m["psnr_cae"], " dB"), f1(m["psnr_webp"], " dB") if m["psnr_webp"] else
+                    (m["note"] or "n/a"), f1(m["difference_db"], " dB")] for m in ms])]
+    out += ["", "The bars set for the codec, as measured:", "",
+            table(["bar", "met", "measured"], [[b["bar"], "yes" if b["met"] else "**no**", b["evidence"]]
+                                               for b in rd["bars"]])]
+    return out
+
+
+def render() -> str:
+    parts = ["## Results (measured on this course's 2-core CPU machine)", "",
+             "Generated by `scripts/update_readme.py` from the JSON that the notebooks and "
+             "benchmarks write; rerun `make run` and `make bench` to reproduce.", ""]
+    parts += training_section() + [""] + codec_section()
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    args = ap.parse_args(argv)
+    readme = (ROOT / "README.md").read_text()
+    if START not in readme or END not in readme:
+        print(f"README.md lacks the {START} / {END} markers", file=sys.stderr)
+        return 2
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render()}{END}{tail}"
+    if args.check:
+        print("README results are up to date" if new == readme else "README results are stale")
+        return 0 if new == readme else 1
+    (ROOT / "README.md").write_text(new)
+    print("README.md results section regenerated")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
