@@ -19,6 +19,11 @@ Sections
     ``LearnedCodec`` with constriction's range coder.
 11. The ``.cae`` file, format version 1 (quantized, entropy-coded; a 7-byte header).
 12. Figures and results: ``save_fig``, ``record_results`` and plotting helpers.
+13. Helpers written for particular notebooks (04, 03, 01-02, 05 in that order): small
+    plots and tools, plus notebook 05's classic codecs, the PCA baseline, the digit
+    classifier, Bjontegaard deltas and the whole rate-distortion comparison.
+
+The command line lives in section 9; run ``python cae_utils.py --help``.
 
 Conventions: images are ``float32`` arrays in [0, 1] shaped ``(N, 28, 28, 1)``
 (batch, height, width, channel) unless a docstring says otherwise; labels are
@@ -1958,9 +1963,6 @@ def png_size(image_u8: np.ndarray) -> int:
     return buf.getbuffer().nbytes
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ---- Notebook 04 helpers ----
 # Small tools for notebooks/04_encode_decode.ipynb: how an image file looks, its
@@ -3364,3 +3366,7 @@ def jpeg_header_bytes(data: bytes) -> int:
     if not data.startswith(b"\xff\xd8") or at < 0 or at + 4 > len(data):
         raise CAEError("Not a JPEG file with a start-of-scan marker.")
     return at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
