@@ -1169,7 +1169,7 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
     """Encode an image file into a ``.cae`` file.
 
     Without ``quality``: format version 0, the float latent of the improved CAE
-    (``model_path`` or the shipped model). With ``quality`` (1..6): format version 1,
+    (``model_path`` or the shipped model). With ``quality`` (1..7): format version 1,
     really compressed by the learned codec of that quality (``model_path`` may point at
     another rate-distortion model). Returns a dict with the output path, its size in
     bytes and the 28x28 digit. The output is written atomically and an existing file is
@@ -1269,7 +1269,7 @@ def _build_parser():
     dec.add_argument("output", metavar="OUT.png")
     for p in (enc, dec):
         p.add_argument("--quality", metavar="N", type=int, default=None,
-                       help="learned codec quality 1 (smallest) .. 6 (best): real compression, "
+                       help="learned codec quality 1 (smallest) .. 7 (best): real compression, "
                             ".cae format v1. Without it, encode writes the float latent (v0); "
                             "decode reads the quality from the file.")
         p.add_argument("--model", metavar="PATH", default=None,
@@ -1468,7 +1468,7 @@ class MeanOfPrediction(keras.losses.Loss):
         return y_pred
 
 
-#: Quality levels 1..6 of the shipped learned codec: the rate-distortion trade-off lambda
+#: Quality levels 1..7 of the shipped learned codec: the rate-distortion trade-off lambda
 #: (loss = bits per pixel + lambda * MSE on the 0..255 scale). Higher = bigger, better.
 QUALITY_LAMBDAS = {1: 0.0015, 2: 0.004, 3: 0.01, 4: 0.025, 5: 0.07, 6: 0.2, 7: 0.5}
 
@@ -1552,13 +1552,15 @@ def build_code_tables(prior, tail: float = 1e-7, max_symbols: int = 255) -> dict
         med = grid[np.searchsorted(cdf[c], 0.5)]
         lo = grid[min(np.searchsorted(cdf[c], tail), grid.size - 1)]
         hi = grid[min(np.searchsorted(cdf[c], 1 - tail), grid.size - 1)]
-        kmin, kmax = int(np.floor(lo - med)), int(np.ceil(hi - med))
+        # At least three symbols: constriction cannot code a one-symbol alphabet.
+        kmin, kmax = min(int(np.floor(lo - med)), -1), max(int(np.ceil(hi - med)), 1)
         if kmax - kmin + 1 > max_symbols:  # a very wide channel: keep the central symbols
             half = max_symbols // 2
             kmin, kmax = max(kmin, -half), min(kmax, half)
         ks = np.arange(kmin, kmax + 1, dtype=np.float64)
         edges = np.concatenate([ks - 0.5, [kmax + 0.5]]) + med
-        cdf_edges = expit(_prior_logits_np(ws, n, edges[None, None, :].repeat(channels, 0))[c, 0])
+        ws_c = [w[c:c + 1] if w is not None else None for w in ws]  # this channel's network only
+        cdf_edges = expit(_prior_logits_np(ws_c, n, edges[None, None, :])[0, 0])
         pmf = np.diff(cdf_edges)
         pmf[0] += cdf_edges[0]
         pmf[-1] += 1.0 - cdf_edges[-1]
@@ -1728,6 +1730,8 @@ def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: 
     import binascii
 
     quality = _check_int("quality", quality, 1, 15)
+    if len(bytes(fingerprint)) < 1:
+        raise CAEError("A model fingerprint of at least one byte is needed to write a .cae file.")
     height = _check_int("height", height, 1, CAE_MAX_DIMENSION)
     width = _check_int("width", width, 1, CAE_MAX_DIMENSION)
     head = bytes([CAE_V1_FIRST_BYTE, quality, fingerprint[0]]) + _varint(height) + _varint(width)
@@ -1739,9 +1743,10 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
               expect_quality: int | None = None) -> tuple[int, int, int, int, bytes]:
     """Check a ``.cae`` v1 file and split it: ``(quality, model_byte, height, width, payload)``.
 
-    Checks, in order: not empty, the magic/version byte, the quality, the model byte
-    (against ``fingerprint`` if given), a complete and sane size, the CRC. Raises
-    :class:`CAEError` saying which check failed and what to do.
+    Checks, in order: not empty, the magic/version byte, a complete and sane size, the
+    CRC (so a damaged byte is reported as corruption), then the quality and the model
+    byte (against ``fingerprint`` if given). Raises :class:`CAEError` saying which check
+    failed and what to do.
     """
     import binascii
 
@@ -1759,15 +1764,6 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     if len(data) < 7:
         raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the header.")
     quality, model_byte = data[1], data[2]
-    if not 1 <= quality <= 15:
-        raise CAEError(f"{source} is corrupt: quality {quality} is not a valid level.")
-    if expect_quality is not None and quality != expect_quality:
-        raise CAEError(f"{source} was written at quality {quality}, but the codec in use is "
-                       f"quality {expect_quality}; decode it with --quality {quality}.")
-    if fingerprint is not None and model_byte != fingerprint[0]:
-        raise CAEError(f"{source} was written by a different model (model byte 0x{model_byte:02x}, "
-                       f"this model has 0x{fingerprint[0]:02x}); decode it with the model that "
-                       "encoded it.")
     height, pos = _read_varint(data, 3, source)
     width, pos = _read_varint(data, pos, source)
     if not (1 <= height <= CAE_MAX_DIMENSION and 1 <= width <= CAE_MAX_DIMENSION):
@@ -1778,6 +1774,15 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     payload = data[pos + 2:]
     if binascii.crc_hqx(payload, binascii.crc_hqx(data[:pos], 0xFFFF)) != crc:
         raise CAEError(f"{source} is corrupt or truncated: its checksum does not match.")
+    if not 1 <= quality <= 15:
+        raise CAEError(f"{source} is corrupt: quality {quality} is not a valid level.")
+    if expect_quality is not None and quality != expect_quality:
+        raise CAEError(f"{source} was written at quality {quality}, but the codec in use is "
+                       f"quality {expect_quality}; decode it with --quality {quality}.")
+    if fingerprint is not None and model_byte != fingerprint[0]:
+        raise CAEError(f"{source} was written by a different model (model byte 0x{model_byte:02x}, "
+                       f"this model has 0x{fingerprint[0]:02x}); decode it with the model that "
+                       "encoded it.")
     return quality, model_byte, height, width, payload
 
 
@@ -1800,14 +1805,15 @@ _CODEC_CACHE: dict = {}
 
 
 def load_codec(quality: int, path: str | os.PathLike | None = None) -> LearnedCodec:
-    """The learned codec for ``quality`` (1..6), loaded once and cached.
+    """The learned codec for ``quality`` (1..7), loaded once and cached.
 
     ``path`` overrides the shipped ``models/rd_q<N>.keras`` (its ``.npz`` tables must
     sit beside it). Raises :class:`CAEError` for an unknown quality or missing files.
     """
     quality = _check_int("quality", quality, 1, 15)
     path = Path(path) if path is not None else rd_model_path(quality)
-    key = (quality, str(path.resolve()) if path.exists() else str(path))
+    # The file's modification time is part of the key, so a retrained model is reloaded.
+    key = (quality, str(path.resolve()), path.stat().st_mtime_ns) if path.exists() else (quality, str(path))
     if key in _CODEC_CACHE:
         return _CODEC_CACHE[key]
     if path == rd_model_path(quality) and not path.is_file():
@@ -2530,7 +2536,7 @@ MATCHED_SIZES = (60, 80, 100, 120, 150, 200, 250)
 READABLE_ACCURACY = 0.95
 
 #: The quality number the PCA baseline writes into its v1-style header (the learned codec
-#: uses 1..6; 15 is the largest the header allows and is never a learned quality).
+#: uses 1..7; 15 is the largest the header allows and is never a learned quality).
 PCA_HEADER_QUALITY = 15
 
 

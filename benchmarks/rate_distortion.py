@@ -1,0 +1,243 @@
+"""Rate-distortion benchmark: the learned codec against classic codecs, in real bytes.
+
+    python benchmarks/rate_distortion.py [--quick] [--cli-repeats 5] [--out PATH]
+
+On the MNIST test set (all 10,000 digits; quick mode, ``--quick`` or ``CAE_QUICK=1``: the
+first 500) it measures, with whole-file bytes (headers included):
+
+* the learned codec (``.cae`` v1) at every shipped quality: mean bytes, bits per pixel,
+  PSNR, SSIM, a digit classifier's accuracy on the decoded digits, the model's own
+  estimate of the payload and the gap between estimate and real payload;
+* the float latent of notebook 04 (``.cae`` v0, 524 bytes);
+* PNG and WebP lossless; JPEG, WebP and AVIF quality sweeps (AVIF on the first 500
+  digits only, quick mode 100: it encodes at about 40 ms a digit);
+* a PCA transform coder with the same range coder and header (several settings; the
+  Pareto front is what counts).
+
+From these: Bjontegaard deltas of the learned codec against WebP, JPEG, PCA and AVIF;
+PSNR at matched sizes (60-250 B) against WebP; the smallest readable file size
+(classifier accuracy >= 95 %); batch throughput of compress + decompress per quality; the
+median wall time of single-file command-line encode and decode (``python cae_utils.py
+encode ... --quality 3``, a fresh Python process each time); and the issue's four bars,
+met or not. Every number comes from ``cae_utils`` section 13, the same functions
+notebook 05 uses.
+
+Prints a readable report and writes JSON to ``benchmarks/results/rate_distortion.json``
+(quick: ``benchmarks/results/quick/rate_distortion.json``), atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run on 2000 training / 500 test digits (same as CAE_QUICK=1)")
+    parser.add_argument("--cli-repeats", type=int, default=5,
+                        help="repeats of the command-line encode and decode timing (median)")
+    parser.add_argument("--cli-quality", type=int, default=3, help="quality for the CLI timing")
+    parser.add_argument("--classifier-epochs", type=int, default=None,
+                        help="digit classifier epochs (default 3; quick mode 12, as in notebook 05)")
+    parser.add_argument("--out", default=None, help="JSON file to write (default: see above)")
+    return parser.parse_args(argv)
+
+
+ARGS = _parse_args(sys.argv[1:]) if __name__ == "__main__" else None
+if ARGS is not None and ARGS.quick:
+    os.environ["CAE_QUICK"] = "1"  # before cae_utils is imported: it reads quick mode once
+
+sys.path.insert(0, str(HERE.parent))
+import numpy as np  # noqa: E402
+
+import cae_utils as cu  # noqa: E402
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cli_timing(digit_u8: np.ndarray, quality: int, repeats: int) -> dict:
+    """Median wall time of ``python cae_utils.py encode|decode`` on one digit PNG.
+
+    Each run is a fresh process, so the time includes starting Python, importing
+    TensorFlow and loading the model: what a user waits for at the command line.
+    """
+    from PIL import Image
+
+    script = cu.ROOT / "cae_utils.py"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    times = {"encode": [], "decode": []}
+    with tempfile.TemporaryDirectory(prefix="cae_rd_cli_") as tmp:
+        tmp = Path(tmp)
+        png, cae, out = tmp / "digit.png", tmp / "digit.cae", tmp / "back.png"
+        Image.fromarray(digit_u8, mode="L").save(png)
+        for _ in range(repeats):
+            for cmd, args in (("encode", [png, cae, "--quality", str(quality)]), ("decode", [cae, out])):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, str(script), cmd, *map(str, args), "--force"],
+                               check=True, capture_output=True, env=env)
+                times[cmd].append(time.perf_counter() - t0)
+        size = cae.stat().st_size
+    return {"quality": quality, "repeats": repeats, "file_bytes": size,
+            "encode_median_seconds": statistics.median(times["encode"]),
+            "decode_median_seconds": statistics.median(times["decode"]),
+            "encode_seconds": times["encode"], "decode_seconds": times["decode"]}
+
+
+def _extra_versions() -> dict:
+    """Versions of the libraries this benchmark adds to cu.library_versions()'s list."""
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("constriction", "scikit-image", "scipy")}
+
+
+def _fmt(value, spec: str, missing: str = "-") -> str:
+    """``value`` formatted with ``spec``, or ``missing`` padded to the spec's width."""
+    width = int("".join(ch for ch in spec.split(".")[0] if ch.isdigit()) or 0)
+    return f"{missing:>{width}}" if value is None else format(value, spec)
+
+
+def main(args) -> int:
+    started = time.time()
+    out = Path(args.out) if args.out else HERE / "results" / ("quick" if cu.QUICK else "") / "rate_distortion.json"
+    (x_train, y_train), (x_test, y_test) = cu.load_mnist()
+    x_test_u8 = cu.to_uint8_images(x_test)
+    qualities = cu.available_qualities()
+    missing = sorted(set(cu.QUALITY_LAMBDAS) - set(qualities))
+    load_before = os.getloadavg()
+    print(f"{cu.mode_banner()}\nLearned-codec qualities found: {qualities}"
+          + (f" (MISSING: {missing})" if missing else ""), flush=True)
+
+    epochs = args.classifier_epochs or (12 if cu.QUICK else 3)
+    t0 = time.perf_counter()
+    classifier = cu.train_digit_classifier(x_train, y_train, epochs=epochs)
+    clean_accuracy = cu.classifier_accuracy(classifier, x_test_u8, y_test)
+    classifier_seconds = time.perf_counter() - t0
+    print(f"digit classifier: {epochs} epochs on {len(x_train):,} digits in {classifier_seconds:.0f} s; "
+          f"{clean_accuracy:.2%} on the clean test digits", flush=True)
+
+    t0 = time.perf_counter()
+    pca = cu.fit_pca(x_train)
+    pca_codecs = [cu.PCACodec(pca, k, step) for k, step in cu.PCA_SETTINGS]
+    print(f"PCA fitted and {len(pca_codecs)} code-table sets built in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+
+    avif_images = 100 if cu.QUICK else 500
+    print(f"\nMeasuring every codec on {len(x_test_u8):,} test digits (AVIF: first {avif_images}):", flush=True)
+    rows = cu.rate_distortion_rows(
+        x_test_u8, y_test, classifier, qualities=qualities, pca_codecs=pca_codecs,
+        avif_images=avif_images,
+        progress=lambda r: print(f"  {r['codec']:<15} {str(r['setting']):>13}: {r['mean_bytes']:7.1f} B "
+                                 f"{r['psnr_db']:6.2f} dB ({r['seconds']:.1f} s)", flush=True))
+    print("\n" + cu.rd_table_text(rows))
+
+    bd = cu.bd_table(rows, "cae", ("webp", "jpeg", "pca", "avif"))
+    print("\nBjontegaard deltas of the learned codec (cubic fit; pchip check in brackets):")
+    for other, res in bd.items():
+        ov = res["psnr_overlap_db"]
+        print(f"  vs {other:<5} BD-rate {_fmt(res['bd_rate_percent'], '+7.1f')} % "
+              f"[{_fmt(res['pchip']['bd_rate_percent'], '+.1f')}]  BD-PSNR {_fmt(res['bd_psnr_db'], '+6.2f')} dB "
+              f"[{_fmt(res['pchip']['bd_psnr_db'], '+.2f')}]  "
+              + (f"over {ov[0]:.1f}-{ov[1]:.1f} dB" if ov else f"({res['reason']})"))
+
+    matched = {b: cu.matched_size_table(rows, cu.MATCHED_SIZES, "cae", b) for b in ("webp", "pca")}
+    print("\nPSNR at matched sizes (interpolated along each codec's measured points):")
+    print(f"  {'bytes':>6} {'CAE':>7} {'WebP':>7} {'diff':>7}  {'PCA':>7}   note")
+    for mw, mp in zip(matched["webp"], matched["pca"]):
+        print(f"  {mw['bytes']:>6} {_fmt(mw['psnr_cae'], '7.2f')} {_fmt(mw['psnr_webp'], '7.2f')} "
+              f"{_fmt(mw['difference_db'], '+7.2f')}  {_fmt(mp['psnr_pca'], '7.2f')}   {mw['note']}")
+
+    readable = {c: cu.smallest_row(rows, c, cu.READABLE_ACCURACY) for c in ("cae", "webp", "jpeg", "pca")}
+    webp_min = cu.smallest_row(rows, "webp")
+    print(f"\nSmallest readable files (classifier accuracy >= {cu.READABLE_ACCURACY:.0%}; clean digits "
+          f"{clean_accuracy:.2%}):")
+    for c, r in readable.items():
+        print(f"  {c:<5} " + (f"{r['setting']!s:>13}: {r['mean_bytes']:.1f} B at {r['accuracy']:.1%}"
+                              if r else "none of the measured settings"))
+    print(f"  WebP's smallest file: q{webp_min['setting']}, {webp_min['mean_bytes']:.1f} B at "
+          f"{webp_min['accuracy']:.1%}")
+
+    print(f"\nThroughput: compress + decompress of all {len(x_test):,} test digits in one batch:")
+    throughput = {}
+    for q in qualities:
+        throughput[q] = cu.codec_throughput(cu.load_codec(q), x_test)
+        t = throughput[q]
+        print(f"  q{q}: {t['seconds']:6.2f} s ({t['encode_seconds']:.2f} encode + {t['decode_seconds']:.2f} "
+              f"decode) = {t['images_per_second']:,.0f} digits/s", flush=True)
+
+    cli = None
+    if args.cli_repeats > 0 and args.cli_quality in qualities:
+        cli = cli_timing(x_test_u8[0], args.cli_quality, args.cli_repeats)
+        print(f"\nCommand line, one digit, quality {cli['quality']} ({cli['file_bytes']} B file), median of "
+              f"{cli['repeats']}: encode {cli['encode_median_seconds']:.2f} s, decode "
+              f"{cli['decode_median_seconds']:.2f} s (each a fresh Python process: mostly importing "
+              "TensorFlow and loading the model)")
+
+    bars = cu.rd_bars(rows, bd, matched["webp"], throughput, full_test_images=10_000)
+    print("\nThe issue's bars:")
+    for b in bars:
+        print(f"  [{'MET ' if b['met'] else 'MISS'}] {b['bar']}: {b['evidence']}")
+
+    report = {
+        "what": "Rate-distortion of the learned codec against classic codecs on MNIST test digits; "
+                "whole-file bytes, PSNR of the mean MSE (peak 1.0), mean SSIM (7x7 window)",
+        "mode": "quick" if cu.QUICK else "full",
+        "test_images": int(len(x_test)), "train_images": int(len(x_train)),
+        "qualities": qualities, "missing_qualities": missing,
+        "classifier": {"epochs": epochs, "clean_test_accuracy": clean_accuracy,
+                       "seconds": round(classifier_seconds, 1), "parameters": int(classifier.count_params())},
+        "avif_images": avif_images if cu.avif_supported() else None,
+        "classic_settings": cu.CLASSIC_FORMATS,
+        "pca_settings": [list(s) for s in cu.PCA_SETTINGS],
+        "rows": [cu.rd_summary(r) for r in rows],
+        "pca_pareto_settings": [r["setting"] for r in cu.pareto_rows(rows, "pca")],
+        "bd": bd,
+        "matched_sizes": matched,
+        "smallest_readable": {c: (cu.rd_summary(r) if r else None) for c, r in readable.items()},
+        "webp_smallest_file": cu.rd_summary(webp_min),
+        "throughput": {str(q): t for q, t in throughput.items()},
+        "cli": cli,
+        "bars": bars,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds_total": round(time.time() - started, 1),
+        "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                    "processor": platform.machine(),
+                    "load_average_1min_before": round(load_before[0], 2),
+                    "load_average_1min_after": round(os.getloadavg()[0], 2)},
+        "versions": {**cu.library_versions(), **_extra_versions()},
+        "note": ("Times are wall-clock on a shared machine; the load averages show how busy it was. "
+                 "Bytes and quality do not depend on the load."),
+        "produced_by": "benchmarks/rate_distortion.py",
+    }
+    _atomic_write(out, json.dumps(cu._finite_or_str(report), indent=2, allow_nan=False) + "\n")
+    print(f"\nwrote {out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out} "
+          f"in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(ARGS))
