@@ -66,18 +66,9 @@ import cae_utils as cu  # noqa: E402
 
 
 def _atomic_write(path: Path, text: str) -> None:
+    """Write the JSON report atomically (cae_utils' writer: temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    cu._atomic_write_bytes(path, text.encode())
 
 
 def cli_timing(digit_u8: np.ndarray, quality: int, repeats: int) -> dict:
