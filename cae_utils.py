@@ -707,19 +707,18 @@ class LiveLossPlot(BatchLossLogger):
         super().__init__(n_samples, batch_size)
         self.draw, self.progress, self.every = draw, progress, max(1, int(every))
 
-    @property
-    def losses(self) -> list[float]:
-        return self.batch_losses
+    def _redraw(self) -> None:
+        self.draw(np.arange(1, len(self.batch_losses) + 1), self.batch_losses)
 
     def on_train_batch_end(self, batch, logs=None):
         super().on_train_batch_end(batch, logs)
         if self.progress is not None:
-            self.progress(len(self.losses))
-        if len(self.losses) % self.every == 0:
-            self.draw(np.arange(1, len(self.losses) + 1), self.losses)
+            self.progress(len(self.batch_losses))
+        if len(self.batch_losses) % self.every == 0:
+            self._redraw()
 
     def on_train_end(self, logs=None):
-        self.draw(np.arange(1, len(self.losses) + 1), self.losses)
+        self._redraw()
 
 
 class TrainingPanel:
