@@ -13,7 +13,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 # Keep the Jupyter kernel and pytest on the CPUs we have without oversubscribing.
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help venv run test test-unit test-notebooks lab bench student clean-venv
+.PHONY: help venv run test test-unit test-notebooks lab bench student clean-venv app test-browser chromium
 
 help:
 	@echo "make run    - execute all notebooks in order (full mode) and print a results summary"
@@ -21,6 +21,9 @@ help:
 	@echo "make lab    - open JupyterLab on notebooks/"
 	@echo "make bench  - benchmarks: race the 2018 recipe; rate-distortion against PNG/JPEG/WebP/AVIF (JSON in benchmarks/results/)"
 	@echo "make student - student copies of the notebooks in student/ (no outputs, no solutions)"
+	@echo "make app    - the codec app (notebooks/app_codec.ipynb) as a web page with Voila; prints its URL"
+	@echo "make test-browser - the widgets in headless Chromium (Playwright): notebook 03's training panel"
+	@echo "             in JupyterLab, the codec app in Voila; installs Debian's chromium if missing"
 
 venv: $(STAMP)
 
@@ -56,3 +59,27 @@ student: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The classroom codec app, served by Voila (code hidden). APP_IP=0.0.0.0 lets a class on the
+# same network open it; the same notebook also runs as a dashboard in `make lab`.
+APP_PORT ?= 8866
+APP_IP   ?= 127.0.0.1
+app: $(STAMP)
+	@echo "Codec app: open http://$(APP_IP):$(APP_PORT)/ in a browser (Ctrl-C stops it)."
+	$(VENV)/bin/voila notebooks/app_codec.ipynb --no-browser --port=$(APP_PORT) --Voila.ip=$(APP_IP)
+
+# Browser tests (not part of `make test`): Playwright drives Debian's chromium, headless,
+# against JupyterLab and Voila started on localhost in quick mode. The whole run is capped
+# at 10 minutes, so a hang fails instead of blocking CI. Screenshots: figures/browser_*.png.
+CHROMIUM ?= /usr/bin/chromium
+test-browser: $(STAMP)
+	@test -x $(CHROMIUM) || $(MAKE) --no-print-directory chromium
+	CAE_QUICK=1 CAE_CHROMIUM=$(CHROMIUM) timeout 600 $(PY) -m pytest tests/browser
+
+# Debian's chromium (Playwright's own browser download is not used).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@echo "Installing Debian's chromium for the browser tests..."
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	@test -x $(CHROMIUM) && $(CHROMIUM) --version
