@@ -1164,8 +1164,13 @@ def _run_model(model, batch: np.ndarray, chunk: int = 500) -> np.ndarray:
 
 
 def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
-                      quality: int | None = None) -> dict:
+                      quality: int | None = None, mode: str = "digit") -> dict:
     """Encode an image file into a ``.cae`` file.
+
+    ``mode="photo"`` (needs ``quality``): the photo codec, for an image of any size; it
+    is converted to grayscale and kept at its own size (``.cae`` format version 2). The
+    returned dict then holds ``image`` ((H, W) uint8, what was encoded) and ``bpp``.
+    ``mode="digit"`` (the default) is the 28x28 digit path described next.
 
     Without ``quality``: format version 0, the float latent of the improved CAE
     (``model_path`` or the shipped model). With ``quality`` (1..7): format version 1,
@@ -1175,7 +1180,19 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
     kept unless ``force``.
     """
     out_path = Path(out_path)
+    if mode not in ("digit", "photo"):
+        raise CAEError(f"mode must be 'digit' or 'photo', got {mode!r}.")
     _check_output_path(out_path, force)
+    if mode == "photo":
+        if quality is None:
+            known = ", ".join(map(str, photo_qualities())) or "none shipped"
+            raise CAEError(f"The photo codec needs a quality: add --quality N ({known}).")
+        codec = load_photo_codec(quality, model_path)
+        image = photo_to_gray_u8(in_path)
+        data = codec.compress(image)
+        _write_output(out_path, data, force)
+        return {"path": out_path, "bytes": len(data), "image": image,
+                "bpp": 8.0 * len(data) / image.size}
     if quality is not None:
         codec = load_codec(quality, model_path)
         digit = image_to_digit(in_path)
@@ -1192,7 +1209,10 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
 
 def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
                     quality: int | None = None) -> dict:
-    """Decode a ``.cae`` file (version 0 or 1, told apart by its first byte) into a PNG.
+    """Decode a ``.cae`` file (version 0, 1 or 2, told apart by its first byte) into a PNG.
+
+    Version 2 (photo codec) files decode to their own size as a grayscale ``uint8``
+    ``(H, W)`` image; versions 0 and 1 to a 28x28 digit.
 
     For version 1 the quality is read from the file; a ``quality`` given here must match
     it. Returns a dict with the output path and the decoded image ``(28,28,1)`` in [0, 1].
@@ -1207,6 +1227,14 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
     if not in_path.is_file():
         raise CAEError(f"Input file {in_path} does not exist.")
     data = in_path.read_bytes()
+    if data[:1] == bytes([CAE_V2_FIRST_BYTE]):
+        file_quality, *_ = unpack_v1(data, source=str(in_path), expect_quality=quality,
+                                     first_byte=CAE_V2_FIRST_BYTE)
+        image = load_photo_codec(file_quality, model_path).decompress(data, source=str(in_path))
+        buf = io.BytesIO()
+        Image.fromarray(image, mode="L").save(buf, format="PNG", optimize=True)
+        _write_output(out_path, buf.getvalue(), force)
+        return {"path": out_path, "image": image}
     if data[:1] == bytes([CAE_V1_FIRST_BYTE]):
         file_quality, *_ = unpack_v1(data, source=str(in_path), expect_quality=quality)
         codec = load_codec(file_quality, model_path)
@@ -1255,25 +1283,35 @@ def _build_parser():
     parser = argparse.ArgumentParser(
         prog="python cae_utils.py",
         description="Encode an image into a .cae file with the course's convolutional "
-                    "autoencoder, or decode a .cae file back into a PNG. Any image Pillow "
-                    "reads is turned into a 28x28 MNIST-like digit first.")
+                    "autoencoder, or decode a .cae file back into a PNG. Two modes: "
+                    "'digit' (the default) turns any image into a 28x28 MNIST-like digit first; "
+                    "'photo' (--mode photo --quality N) keeps the image at its own size, any "
+                    "size up to 8192x8192, converted to grayscale.",
+        epilog="examples:  python cae_utils.py encode digit.png digit.cae --quality 3\n"
+               "           python cae_utils.py encode photo.jpg out.cae --mode photo --quality 3\n"
+               "           python cae_utils.py decode out.cae out.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{encode,decode}")
     enc = sub.add_parser("encode", help="image file -> .cae file",
                          description="Encode IN_IMAGE (PNG, JPEG, BMP, GIF, ...) into OUT.cae.")
     enc.add_argument("input", metavar="IN_IMAGE")
     enc.add_argument("output", metavar="OUT.cae")
+    enc.add_argument("--mode", choices=("digit", "photo"), default="digit",
+                     help="digit (default): a 28x28 MNIST-like digit; photo: any size, grayscale, "
+                          "the photo codec (needs --quality)")
     dec = sub.add_parser("decode", help=".cae file -> PNG image",
                          description="Decode IN.cae into a 28x28 grayscale PNG.")
     dec.add_argument("input", metavar="IN.cae")
     dec.add_argument("output", metavar="OUT.png")
     for p in (enc, dec):
         p.add_argument("--quality", metavar="N", type=int, default=None,
-                       help="learned codec quality 1 (smallest) .. 7 (best): real compression, "
-                            ".cae format v1. Without it, encode writes the float latent (v0); "
-                            "decode reads the quality from the file.")
+                       help="learned codec quality, 1 = smallest file: digits 1..7 (.cae v1), "
+                            "photos 1..6 (.cae v2). Without it, digit encode writes the float "
+                            "latent (v0); decode reads the quality from the file.")
         p.add_argument("--model", metavar="PATH", default=None,
                        help=f"model file (.keras); default: the shipped {DEFAULT_MODEL.relative_to(ROOT)},"
-                            " or models/rd_q<N>.keras with --quality")
+                            " models/rd_q<N>.keras with --quality, or models/photo_q<N>.keras "
+                            "in photo mode")
         p.add_argument("--force", action="store_true", help="replace OUT if it already exists")
     return parser
 
@@ -1287,11 +1325,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "encode":
-            info = encode_image_file(args.input, args.output, args.model, args.force, args.quality)
-            print(f"wrote {info['path']} ({info['bytes']} bytes)")
+            info = encode_image_file(args.input, args.output, args.model, args.force, args.quality,
+                                     args.mode)
+            extra = ""
+            if args.mode == "photo":
+                h, w = info["image"].shape
+                extra = f", {w}x{h} grayscale, {info['bpp']:.3f} bits per pixel"
+            print(f"wrote {info['path']} ({info['bytes']} bytes{extra})")
         else:
             info = decode_cae_file(args.input, args.output, args.model, args.force, args.quality)
-            print(f"wrote {info['path']} (28x28 PNG)")
+            h, w = info["image"].shape[:2]
+            print(f"wrote {info['path']} ({w}x{h} PNG)")
     except CAEError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 1
@@ -1591,7 +1635,7 @@ class LearnedCodec:
         self.sizes = np.asarray(tables["sizes"], np.int32)
         self.pmfs = [np.asarray(tables["pmfs"][c, :self.sizes[c]], np.float64)
                      for c in range(len(self.sizes))]
-        self.latent_shape = tuple(int(d) for d in decoder.input_shape[1:])
+        self.latent_shape = tuple(None if d is None else int(d) for d in decoder.input_shape[1:])
         self._models = [constriction.stream.model.Categorical(p, perfect=False) for p in self.pmfs]
         self._log2 = [np.log2(p) for p in self.pmfs]
 
@@ -1724,8 +1768,11 @@ def _read_varint(data: bytes, pos: int, source: str) -> tuple[int, int]:
     raise CAEError(f"{source} is truncated or corrupt: its image size field is incomplete.")
 
 
-def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: bytes) -> bytes:
-    """A complete ``.cae`` v1 file: the header (see the layout above) then ``payload``."""
+def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: bytes,
+            first_byte: int = CAE_V1_FIRST_BYTE) -> bytes:
+    """A complete ``.cae`` v1 file: the header (see the layout above) then ``payload``.
+
+    ``first_byte=CAE_V2_FIRST_BYTE`` writes the same layout as version 2 (photo codec)."""
     import binascii
 
     quality = _check_int("quality", quality, 1, 15)
@@ -1733,14 +1780,20 @@ def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: 
         raise CAEError("A model fingerprint of at least one byte is needed to write a .cae file.")
     height = _check_int("height", height, 1, CAE_MAX_DIMENSION)
     width = _check_int("width", width, 1, CAE_MAX_DIMENSION)
-    head = bytes([CAE_V1_FIRST_BYTE, quality, fingerprint[0]]) + _varint(height) + _varint(width)
+    if first_byte not in (CAE_V1_FIRST_BYTE, CAE_V2_FIRST_BYTE):
+        raise CAEError(f"Unknown .cae first byte 0x{first_byte:02x}.")
+    head = bytes([first_byte, quality, fingerprint[0]]) + _varint(height) + _varint(width)
     crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
     return head + struct.pack(">H", crc) + bytes(payload)
 
 
 def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the .cae data",
-              expect_quality: int | None = None) -> tuple[int, int, int, int, bytes]:
+              expect_quality: int | None = None,
+              first_byte: int = CAE_V1_FIRST_BYTE) -> tuple[int, int, int, int, bytes]:
     """Check a ``.cae`` v1 file and split it: ``(quality, model_byte, height, width, payload)``.
+
+    ``first_byte=CAE_V2_FIRST_BYTE`` reads a version-2 (photo codec) file instead, whose
+    claimed size must also stay within :data:`CAE_MAX_PIXELS`.
 
     Checks, in order: not empty, the magic/version byte, a complete and sane size, the
     CRC (so a damaged byte is reported as corruption), then the quality and the model
@@ -1752,13 +1805,19 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     data = bytes(data)
     if not data:
         raise CAEError(f"{source} is empty (0 bytes).")
-    if data[0] != CAE_V1_FIRST_BYTE:
+    if data[0] != first_byte:
+        if data[0] == CAE_V2_FIRST_BYTE:
+            raise CAEError(f"{source} was written by the photo codec (.cae version 2); decode it "
+                           "with the photo codec (the command line picks it automatically).")
+        if data[0] == CAE_V1_FIRST_BYTE:
+            raise CAEError(f"{source} was written by the 28x28 digit codec (.cae version 1); "
+                           "decode it with the digit codec (the command line picks it automatically).")
         if data[:3] == CAE_MAGIC[:len(data[:3])]:
             raise CAEError(f"{source} is a version-0 .cae file (float latent); decode it without "
                            "--quality.")
         if data[0] >> 4 == 0xC:
             raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}; this code reads "
-                           "versions 0 and 1.")
+                           "versions 0, 1 and 2.")
         raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
     if len(data) < 7:
         raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the header.")
@@ -1767,6 +1826,9 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     width, pos = _read_varint(data, pos, source)
     if not (1 <= height <= CAE_MAX_DIMENSION and 1 <= width <= CAE_MAX_DIMENSION):
         raise CAEError(f"{source} is corrupt: it claims an image of {width}x{height} pixels.")
+    if first_byte == CAE_V2_FIRST_BYTE and height * width > CAE_MAX_PIXELS:
+        raise CAEError(f"{source} claims an image of {width}x{height} pixels, more than the "
+                       f"photo codec's limit of {CAE_MAX_PIXELS:,}; it is corrupt or not ours.")
     if len(data) < pos + 2:
         raise CAEError(f"{source} is truncated: the header ends early.")
     (crc,) = struct.unpack(">H", data[pos:pos + 2])
@@ -1832,6 +1894,625 @@ def load_codec(quality: int, path: str | os.PathLike | None = None) -> LearnedCo
     codec = LearnedCodec(encoder, decoder, tables, quality, model_fingerprint(trainer), card)
     _CODEC_CACHE[key] = codec
     return codec
+
+
+# --------------------------------------------------------------------------------------
+# 11b. Any image size and real photos: a fully convolutional codec
+# --------------------------------------------------------------------------------------
+#
+# The digit codec above only takes 28x28 images. The photo codec below has no fixed size:
+#   encoder  x (H x W x 1) -> y (H/16 x W/16 x C)   four 5x5 stride-2 convolutions with GDN
+#   decoder  y_hat -> x_hat (H x W x 1)              four 5x5 stride-2 transposed convolutions
+# Any H x W is first padded (by repeating its edge pixels) to a multiple of 16, the total
+# stride, and the decoded image is cropped back to the true size, which the header stores.
+# Big images are processed in tiles with a margin ("halo") wider than the network's
+# receptive field, so every latent value is exactly what the whole image would give:
+# no seams, and memory stays near the size of the image itself.
+#
+# .cae format version 2 is version 1's layout with first byte 0xC2, meaning "photo codec":
+#   0xC2, quality, model byte, varint height, varint width, CRC-16, range-coded payload.
+
+CAE_V2_FIRST_BYTE = 0xC2
+PHOTO_STRIDE = 16          # total downsampling of the photo encoder (4 x stride 2)
+PHOTO_HALO = 64            # tile margin in pixels (4 latent rows); receptive field is 61 px
+PHOTO_TILE = 1024          # tile size in pixels (a multiple of PHOTO_STRIDE)
+CAE_MAX_PIXELS = 1 << 26   # 67 million pixels (8192 x 8192): larger claims are refused
+
+#: Photo codec qualities: lambda in loss = bits per pixel + lambda * MSE (0..255 scale).
+PHOTO_QUALITY_LAMBDAS = {1: 0.002, 2: 0.004, 3: 0.008, 4: 0.016, 5: 0.032, 6: 0.064}
+
+#: Photographs shipped inside scikit-image (no download needed) used to TRAIN the photo
+#: codec. The evaluation photos (Kodak) are never used for training.
+PHOTO_TRAINING_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins",
+                         "moon", "clock", "brick", "grass", "gravel", "hubble_deep_field",
+                         "immunohistochemistry", "retina", "page", "text")
+
+
+def build_photo_cae(channels: int = 64, width: int = 64, patch: int = 128):
+    """A fully convolutional rate-distortion CAE for grayscale images of any size.
+
+    Encoder: 4 x (Conv 5x5/2), GDN after the first three: ``(N,H,W,1) -> (N,H/16,W/16,C)``.
+    Decoder: 4 x (Conv-transpose 5x5/2), inverse GDN after the first three; linear output.
+    ``H`` and ``W`` must be multiples of 16 (:class:`PhotoCodec` pads). The trainer works
+    on square ``patch`` x ``patch`` crops. Returns ``(trainer, encoder, decoder, prior)``
+    like :func:`build_rd_cae`.
+    """
+    enc_in = keras.Input((None, None, 1), name="image")
+    x = enc_in
+    for i in range(3):
+        x = layers.Conv2D(width, 5, strides=2, padding="same", name=f"conv{i + 1}")(x)
+        x = GDN(name=f"gdn{i + 1}")(x)
+    y = layers.Conv2D(channels, 5, strides=2, padding="same", name="to_latent")(x)
+    encoder = keras.Model(enc_in, y, name="photo_encoder")
+
+    dec_in = keras.Input((None, None, channels), name="latent")
+    z = dec_in
+    for i in range(3):
+        z = layers.Conv2DTranspose(width, 5, strides=2, padding="same", name=f"deconv{i + 1}")(z)
+        z = GDN(inverse=True, name=f"igdn{i + 1}")(z)
+    out = layers.Conv2DTranspose(1, 5, strides=2, padding="same", name="to_pixels")(z)
+    decoder = keras.Model(dec_in, out, name="photo_decoder")
+
+    inp = keras.Input((patch, patch, 1), name="image")
+    y = encoder(inp)
+    y_noisy = UniformNoise(name="noise")(y)
+    prior_layer = FactorizedPrior(name="prior")
+    bits = BitsPerImage(name="bits")(prior_layer(y_noisy))
+    x_hat = layers.Identity(name="x_hat")(decoder(y_noisy))
+    trainer = keras.Model(inp, {"x_hat": x_hat, "bits": bits}, name=f"photo_cae_{channels}")
+    return trainer, encoder, decoder, prior_layer
+
+
+def photo_model_path(quality: int) -> Path:
+    """Where the shipped photo model for ``quality`` lives: ``models/photo_q<N>.keras``."""
+    return MODELS_DIR / f"photo_q{int(quality)}.keras"
+
+
+def photo_qualities() -> list[int]:
+    """The photo-codec qualities whose model and code tables ship in ``models/``."""
+    found = (re.fullmatch(r"photo_q([0-9]+)", p.stem) for p in MODELS_DIR.glob("photo_q*.keras"))
+    return sorted(int(m.group(1)) for m in found
+                  if m and photo_model_path(int(m.group(1))).with_suffix(".npz").is_file())
+
+
+def photo_training_images(names=PHOTO_TRAINING_IMAGES) -> dict[str, np.ndarray]:
+    """scikit-image's bundled photographs as grayscale ``uint8`` arrays ``(H, W)``.
+
+    Colour photos are converted with ITU-R 601 luma weights (Pillow's "L" mode), the same
+    conversion the codec applies to colour input. Images that would need a download are
+    skipped, so this works offline.
+    """
+    from PIL import Image
+    import skimage.data
+
+    out = {}
+    for name in names:
+        try:
+            with _stderr_silenced():
+                arr = np.asarray(getattr(skimage.data, name)())
+        except Exception:  # not bundled in this scikit-image (needs pooch and a download)
+            continue
+        if arr.dtype != np.uint8:
+            arr = (255 * (arr.astype(np.float64) / max(float(arr.max()), 1e-12))).astype(np.uint8)
+        if arr.ndim == 3:
+            arr = np.asarray(Image.fromarray(arr[..., :3]).convert("L"))
+        out[name] = arr
+    if not out:
+        raise CAEError("None of scikit-image's sample photos could be loaded; is scikit-image "
+                       "installed (pip install -r requirements.txt)?")
+    return out
+
+
+def photo_patches(images, n: int, size: int = 128, seed: int = 0,
+                  scales=(1.0, 0.75, 0.5)) -> np.ndarray:
+    """``n`` random ``size`` x ``size`` crops, ``(n, size, size, 1)`` uint8.
+
+    Each source image is also used shrunk by ``scales`` (antialiased), which gives more
+    texture per patch, closer to downsampled test photos; crops are flipped and rotated
+    at random. Crops are drawn in proportion to each scaled image's area.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    pool = []
+    for arr in (images.values() if isinstance(images, dict) else images):
+        for s in scales:
+            h, w = int(round(arr.shape[0] * s)), int(round(arr.shape[1] * s))
+            if min(h, w) < size:
+                continue
+            img = arr if s == 1.0 else np.asarray(Image.fromarray(arr).resize((w, h), Image.LANCZOS))
+            pool.append(img)
+    if not pool:
+        raise CAEError(f"No training image is at least {size}x{size} pixels.")
+    weights = np.array([p.size for p in pool], np.float64)
+    picks = rng.choice(len(pool), size=n, p=weights / weights.sum())
+    out = np.empty((n, size, size, 1), np.uint8)
+    for i, k in enumerate(picks):
+        img = pool[k]
+        r, c = rng.integers(0, img.shape[0] - size + 1), rng.integers(0, img.shape[1] - size + 1)
+        crop = img[r:r + size, c:c + size]
+        crop = np.rot90(crop, rng.integers(4))
+        out[i, ..., 0] = crop[:, ::-1] if rng.random() < 0.5 else crop
+    return out
+
+
+def train_photo_cae(trainer, patches_u8: np.ndarray, lam: float, *, steps: int = 4000,
+                    batch_size: int = 8, learning_rate: float = 5e-4, seed: int = 42,
+                    log_every: int = 500, verbose: int = 0, callbacks=()) -> dict:
+    """Train a :func:`build_photo_cae` model for ``bits per pixel + lam * MSE_255``.
+
+    ``patches_u8``: ``(N, P, P, 1)`` uint8 crops (see :func:`photo_patches`); batches are
+    drawn from them at random for ``steps`` steps. Adam with warm-up and cosine decay.
+    Returns ``{"seconds", "history"}``; history holds the mean loss, bits per pixel and
+    weighted distortion over each ``log_every`` steps.
+    """
+    import time
+    import tensorflow as tf
+
+    if not lam > 0:
+        raise CAEError(f"lambda must be positive, got {lam!r}.")
+    steps = _check_int("steps", steps, 1, 10_000_000)
+    set_seed(seed)
+    size = int(patches_u8.shape[1])
+    trainer.compile(
+        optimizer=make_optimizer("adam", learning_rate, steps, warmup_steps=min(200, steps // 10)),
+        loss={"x_hat": keras.losses.MeanSquaredError(), "bits": MeanOfPrediction()},
+        loss_weights={"x_hat": float(lam) * 255.0 ** 2, "bits": 1.0 / (size * size)})
+    data = (tf.data.Dataset.from_tensor_slices(patches_u8)
+            .shuffle(min(len(patches_u8), 4096), seed=seed).repeat()
+            .map(lambda p: (tf.cast(p, tf.float32) / 255.0,) * 2)
+            .map(lambda x, t: (x, {"x_hat": t, "bits": tf.zeros(())}))
+            .batch(batch_size, drop_remainder=True).prefetch(2))
+    log_every = max(1, min(int(log_every), steps))
+    start = time.perf_counter()
+    hist = trainer.fit(data, epochs=-(-steps // log_every), steps_per_epoch=log_every,
+                       callbacks=list(callbacks), verbose=verbose)
+    return {"seconds": time.perf_counter() - start, "history": hist.history}
+
+
+def pad_to_multiple(image: np.ndarray, multiple: int = PHOTO_STRIDE) -> np.ndarray:
+    """Pad a 2-D image on the bottom and right, repeating its edge pixels, so that both
+    sides are multiples of ``multiple``. (Edge repetition costs almost no bits; zeros
+    would add a sharp edge the codec must spend bits on.)"""
+    h, w = image.shape
+    return np.pad(image, ((0, -h % multiple), (0, -w % multiple)), mode="edge")
+
+
+def _tile_ranges(n: int, core: int, halo: int):
+    """Split ``range(n)`` (latent rows or columns) into ``core``-long pieces; for each
+    return ``(start, stop, in_start, in_stop)``: the piece, and the piece widened by
+    ``halo`` on each side (clipped to the image) that the network actually sees."""
+    for start in range(0, n, core):
+        stop = min(start + core, n)
+        yield start, stop, max(start - halo, 0), min(stop + halo, n)
+
+
+def encode_tiled(encoder, image: np.ndarray, tile: int = PHOTO_TILE,
+                 halo: int = PHOTO_HALO) -> np.ndarray:
+    """A padded image ``(H, W)`` float32 in [0, 1] (H, W multiples of 16) -> latent
+    ``(H/16, W/16, C)`` float32, computed tile by tile.
+
+    Each tile is ``tile`` pixels square plus ``halo`` pixels of real neighbours on each
+    side; only the tile's own latents are kept. With ``halo=0`` the tiles are coded
+    independently and seams appear (notebook 06 shows them)."""
+    s = PHOTO_STRIDE
+    h, w = image.shape
+    if h % s or w % s:
+        raise CAEError(f"encode_tiled needs sides that are multiples of {s}, got {w}x{h}; "
+                       "use pad_to_multiple first.")
+    lh, lw, ct, hl = h // s, w // s, max(tile // s, 1), -(-halo // s)
+    out = None
+    for r0, r1, ir0, ir1 in _tile_ranges(lh, ct, hl):
+        for c0, c1, ic0, ic1 in _tile_ranges(lw, ct, hl):
+            patch = image[ir0 * s:ir1 * s, ic0 * s:ic1 * s][None, :, :, None]
+            y = keras.ops.convert_to_numpy(encoder(patch.astype(np.float32), training=False))[0]
+            if out is None:
+                out = np.empty((lh, lw, y.shape[-1]), np.float32)
+            out[r0:r1, c0:c1] = y[r0 - ir0:r1 - ir0, c0 - ic0:c1 - ic0]
+    return out
+
+
+def decode_tiled(decoder, latent: np.ndarray, tile: int = PHOTO_TILE,
+                 halo: int = PHOTO_HALO) -> np.ndarray:
+    """Latent ``(h, w, C)`` -> image ``(16h, 16w)`` uint8, tile by tile (see
+    :func:`encode_tiled`). Each tile is decoded with ``halo`` pixels' worth of
+    neighbouring latents and cropped, so tiles join without seams."""
+    s = PHOTO_STRIDE
+    lh, lw, _ = latent.shape
+    ct, hl = max(tile // s, 1), -(-halo // s)
+    out = np.empty((lh * s, lw * s), np.uint8)
+    for r0, r1, ir0, ir1 in _tile_ranges(lh, ct, hl):
+        for c0, c1, ic0, ic1 in _tile_ranges(lw, ct, hl):
+            y = latent[ir0:ir1, ic0:ic1][None].astype(np.float32)
+            x = keras.ops.convert_to_numpy(decoder(y, training=False))[0, :, :, 0]
+            x = x[(r0 - ir0) * s:(r1 - ir0) * s, (c0 - ic0) * s:(c1 - ic0) * s]
+            out[r0 * s:r1 * s, c0 * s:c1 * s] = np.round(np.clip(x, 0.0, 1.0) * 255.0)
+    return out
+
+
+def check_photo_size(height: int, width: int, source: str = "the image") -> None:
+    """Refuse sizes the photo codec cannot handle, before anything is allocated."""
+    if height < 1 or width < 1:
+        raise CAEError(f"{source} has no pixels ({width}x{height}); nothing to encode.")
+    if max(height, width) > CAE_MAX_DIMENSION or height * width > CAE_MAX_PIXELS:
+        raise CAEError(f"{source} is {width}x{height} pixels; the photo codec takes at most "
+                       f"{CAE_MAX_PIXELS:,} pixels ({CAE_MAX_PIXELS_TEXT}). Shrink it or cut it "
+                       "into parts.")
+
+
+CAE_MAX_PIXELS_TEXT = "8192 x 8192"
+
+
+def photo_to_gray_u8(img_or_array) -> np.ndarray:
+    """Any image (path, Pillow image, or array) -> grayscale ``uint8`` ``(H, W)``.
+
+    Colour is converted to luma (ITU-R 601, Pillow's ``"L"`` mode): the photo codec is
+    grayscale only. 16-bit and float images are rescaled to 0..255; transparency is
+    composited onto white. Raises :class:`CAEError` for anything that is not an image.
+    """
+    if isinstance(img_or_array, np.ndarray):
+        arr = img_or_array
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        if arr.ndim == 3 and arr.shape[-1] in (3, 4):
+            from PIL import Image
+            return np.asarray(Image.fromarray(_as_u8(arr[..., :3])).convert("L"))
+        if arr.ndim != 2:
+            raise CAEError(f"Expected a 2-D grayscale image (H, W), got an array of shape {arr.shape}.")
+        check_photo_size(*arr.shape, source="the image")
+        return _as_u8(arr)
+    img = open_image(img_or_array) if isinstance(img_or_array, (str, os.PathLike)) else img_or_array
+    return np.round(image_to_gray_array(img) * 255.0).astype(np.uint8)
+
+
+def _as_u8(arr: np.ndarray) -> np.ndarray:
+    if arr.size == 0:
+        raise CAEError(f"The image has no pixels (shape {arr.shape}); nothing to encode.")
+    if arr.dtype == np.uint8:
+        return np.ascontiguousarray(arr)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    arr = np.asarray(arr, np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise CAEError("The image contains NaN or infinite values.")
+    if arr.max() <= 1.0 and arr.min() >= 0.0:
+        arr = arr * 255.0
+    elif arr.max() > 255:
+        arr = arr * (255.0 / arr.max())
+    return np.round(np.clip(arr, 0, 255)).astype(np.uint8)
+
+
+class PhotoCodec(LearnedCodec):
+    """The photo codec of one quality: grayscale images of any size <-> ``.cae`` v2 bytes.
+
+    Load a shipped quality with :func:`load_photo_codec`. ``compress`` takes one
+    ``(H, W)`` uint8 image; ``decompress`` gives it back at exactly ``(H, W)``.
+    """
+
+    def __init__(self, *args, tile: int = PHOTO_TILE, **kwargs):
+        super().__init__(*args, **kwargs)
+        if tile % PHOTO_STRIDE or tile < PHOTO_STRIDE:
+            raise CAEError(f"tile must be a positive multiple of {PHOTO_STRIDE}, got {tile}.")
+        self.tile = int(tile)
+
+    def latent_of(self, image_u8: np.ndarray, halo: int = PHOTO_HALO) -> np.ndarray:
+        """``(H, W)`` uint8 -> float latent ``(ceil(H/16), ceil(W/16), C)``."""
+        image = pad_to_multiple(image_u8).astype(np.float32) / 255.0
+        latent = encode_tiled(self.encoder, image, self.tile, halo)
+        if not np.all(np.isfinite(latent)):
+            raise CAEError("The latent contains NaN or infinity; the model is broken.")
+        return latent
+
+    def image_of(self, latent: np.ndarray, height: int, width: int, halo: int = PHOTO_HALO) -> np.ndarray:
+        """Float latent -> the ``(height, width)`` uint8 image (decoded, then cropped)."""
+        return decode_tiled(self.decoder, latent, self.tile, halo)[:height, :width]
+
+    def symbols_of(self, image_u8: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 -> integer symbols ``(ceil(H/16), ceil(W/16), C)``."""
+        return self.quantize(self.latent_of(image_u8))
+
+    def estimate_image_bits(self, symbols: np.ndarray) -> float:
+        """The model's own rate estimate for one image's symbols, in bits."""
+        return float(self.estimate_bits(symbols[None])[0])
+
+    def _uncode_shape(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        import constriction
+
+        decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(payload))
+        per_channel = shape[0] * shape[1]
+        chans = [decoder.decode(model, per_channel) for model in self._models]
+        return np.stack(chans, axis=-1).reshape(shape).astype(np.int32)
+
+    def compress(self, image) -> bytes:
+        """One grayscale image (``(H, W)`` uint8, or anything :func:`photo_to_gray_u8`
+        takes) -> a complete ``.cae`` v2 file (bytes)."""
+        image = photo_to_gray_u8(image)
+        check_photo_size(*image.shape)
+        symbols = self.symbols_of(image)
+        return pack_v1(self.quality, self.fingerprint, image.shape[0], image.shape[1],
+                       self._code(symbols), first_byte=CAE_V2_FIRST_BYTE)
+
+    def decompress(self, data: bytes, source: str = "the .cae data") -> np.ndarray:
+        """A ``.cae`` v2 file -> the image, ``(H, W)`` uint8, H and W from its header.
+
+        The header is fully checked (size limits, CRC, quality, model) before anything
+        is allocated; a damaged payload raises :class:`CAEError`."""
+        _, _, h, w, payload = unpack_v1(data, self.fingerprint, source=source,
+                                        expect_quality=self.quality,
+                                        first_byte=CAE_V2_FIRST_BYTE)
+        shape = (-(-h // PHOTO_STRIDE), -(-w // PHOTO_STRIDE), len(self._models))
+        try:
+            symbols = self._uncode_shape(payload, shape)
+        except Exception as exc:  # constriction found the payload inconsistent
+            raise CAEError(f"{source} is corrupt: its coded data cannot be decoded ({exc}).") from None
+        return self.image_of(self.dequantize(symbols), h, w)
+
+
+def save_photo_codec(trainer, prior, quality: int, card: dict, overwrite: bool = False) -> Path:
+    """Save a trained photo codec as ``models/photo_q<N>.keras`` + ``.json`` + ``.npz``."""
+    import io
+
+    path = photo_model_path(quality)
+    tables = build_code_tables(prior)
+    save_model(trainer, path, {**card, "quality": int(quality), "kind": "photo"}, overwrite=overwrite)
+    buf = io.BytesIO()
+    np.savez(buf, **tables)
+    _atomic_write_bytes(path.with_suffix(".npz"), buf.getvalue())
+    return path
+
+
+def load_photo_codec(quality: int, path: str | os.PathLike | None = None,
+                     tile: int = PHOTO_TILE) -> PhotoCodec:
+    """The photo codec for ``quality`` (see :func:`photo_qualities`), loaded once and cached.
+
+    ``path`` overrides the shipped ``models/photo_q<N>.keras`` (its ``.npz`` tables must
+    sit beside it)."""
+    quality = _check_int("quality", quality, 1, 15)
+    path = Path(path) if path is not None else photo_model_path(quality)
+    if not path.is_file():
+        known = photo_qualities()
+        raise CAEError(f"There is no photo model for quality {quality} ({path} is missing); "
+                       f"available photo qualities: {', '.join(map(str, known)) or 'none'}.")
+    key = ("photo", quality, str(path.resolve()), path.stat().st_mtime_ns, int(tile))
+    if key in _CODEC_CACHE:
+        return _CODEC_CACHE[key]
+    trainer, encoder, decoder, card = load_model(path)
+    if card.get("kind", "photo") != "photo" or encoder.input_shape[1] is not None:
+        raise CAEError(f"{path} is not a photo-codec model (it takes fixed-size digits); "
+                       "use it without --mode photo.")
+    if card.get("quality") not in (None, quality):
+        raise CAEError(f"{path} is the photo model for quality {card['quality']}, not {quality}.")
+    tables_path = path.with_suffix(".npz")
+    if not tables_path.is_file():
+        raise CAEError(f"The code tables {tables_path} are missing; they ship beside the model.")
+    with np.load(tables_path) as npz:
+        tables = {k: npz[k] for k in npz.files}
+    codec = PhotoCodec(encoder, decoder, tables, quality, model_fingerprint(trainer), card, tile=tile)
+    _CODEC_CACHE[key] = codec
+    return codec
+
+
+# ---- evaluation on a folder of photos (notebook 06 and benchmarks/photo_rate_distortion.py) ----
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm")
+
+
+def photo_eval_folder() -> Path | None:
+    """The folder of evaluation photos: ``$CAE_PHOTO_DIR`` if set, else ``data/photos``
+    if it holds images, else the Kodak copy in ``../shared/data/kodak-gray256`` beside the
+    project if present; ``None`` if there is none. (Never train on these photos.)"""
+    env = os.environ.get("CAE_PHOTO_DIR")
+    if env:
+        return Path(env)
+    for folder in (DATA_DIR / "photos", ROOT.parent / "shared" / "data" / "kodak-gray256"):
+        if folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+            return folder
+    return None
+
+
+def load_photo_folder(folder, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Every image in ``folder`` (sorted by name) as grayscale ``uint8`` ``(H, W)``,
+    keyed by file name. Colour is converted to luma. :class:`CAEError` if the folder is
+    missing or holds no image; files that are not images are reported by name."""
+    if folder is None:
+        raise CAEError("No folder of evaluation photos: set CAE_PHOTO_DIR to a folder of images "
+                       "or put some in data/photos/.")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CAEError(f"The photo folder {folder} does not exist; set CAE_PHOTO_DIR to a folder "
+                       "of images.")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CAEError(f"The photo folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return {p.name: photo_to_gray_u8(p) for p in files[:limit]}
+
+
+def photo_metrics(original_u8: np.ndarray, decoded_u8: np.ndarray) -> dict:
+    """``mse`` (0..1 scale), ``psnr_db`` (peak 1.0) and ``ssim`` of one ``(H, W)`` pair."""
+    if original_u8.shape != decoded_u8.shape:
+        raise CAEError(f"Decoded size {decoded_u8.shape} differs from the original {original_u8.shape}.")
+    mse = float(np.mean((original_u8.astype(np.float64) - decoded_u8) ** 2)) / 255.0 ** 2
+    ssim = float(ssim_per_image(original_u8[None], decoded_u8[None])[0]) if min(original_u8.shape) >= 7 else float("nan")
+    return {"mse": mse, "psnr_db": psnr_from_mse(mse), "ssim": ssim}
+
+
+def _photo_summary(codec: str, setting, per_image: list[dict], folder=None) -> dict:
+    """Means over images: ``bpp``, ``psnr_db`` (mean of per-image PSNR, the usual way to
+    report Kodak results) and ``ssim``; the per-image rows are kept too."""
+    keys = ("bytes", "bpp", "psnr_db", "ssim", "mse")
+    out = {"codec": codec, "setting": setting, "images": len(per_image),
+           **{k: float(np.mean([r[k] for r in per_image])) for k in keys},
+           "per_image": per_image}
+    if folder is not None:
+        out["folder"] = str(folder)
+    if per_image and "estimated_bpp" in per_image[0]:
+        out["estimated_bpp"] = float(np.mean([r["estimated_bpp"] for r in per_image]))
+    return out
+
+
+def measure_photo_codec(codec: PhotoCodec, images: dict, folder=None) -> dict:
+    """Encode and decode every image through real ``.cae`` bytes; see :func:`_photo_summary`."""
+    rows = []
+    for name, img in images.items():
+        data = codec.compress(img)
+        dec = codec.decompress(data)
+        est = codec.estimate_image_bits(codec.symbols_of(img)) / img.size
+        rows.append({"name": name, "bytes": len(data), "bpp": 8.0 * len(data) / img.size,
+                     "estimated_bpp": est, **photo_metrics(img, dec)})
+    return _photo_summary("cae", codec.quality, rows, folder or photo_eval_folder())
+
+
+def measure_photo_classic(images: dict, fmt: str, quality: int | None) -> dict:
+    """The same measurement for a classic codec (:func:`classic_encode`) at ``quality``."""
+    rows = []
+    for name, img in images.items():
+        data = classic_encode(img, fmt, quality)
+        rows.append({"name": name, "bytes": len(data), "bpp": 8.0 * len(data) / img.size,
+                     **photo_metrics(img, classic_decode(data))})
+    return _photo_summary(fmt, quality, rows)
+
+
+#: Quality sweeps for the classic codecs on photos; they cover about 0.05 to 2 bpp.
+PHOTO_CLASSIC_SWEEPS = {"jpeg": (2, 5, 10, 15, 20, 30, 40, 50, 60, 75, 85, 90),
+                        "webp": (0, 5, 10, 20, 30, 40, 50, 60, 75, 85, 90),
+                        "avif": (0, 10, 20, 30, 40, 50, 60, 70, 80)}
+
+
+#: Bjontegaard deltas on photos are computed over this range of bits per pixel.
+PHOTO_BD_RANGE_BPP = (0.1, 1.0)
+
+
+def _summary_row(result: dict) -> dict:
+    """A rate-distortion row without its per-image details (for tables and JSON)."""
+    return {k: v for k, v in result.items() if k != "per_image"}
+
+
+def photo_rate_distortion(images: dict, qualities=None, sweeps=None, with_avif: bool = True,
+                          keep_per_image: bool = False) -> list[dict]:
+    """The photo codec at every shipped quality and the classic codecs over their quality
+    sweeps, all on the same ``images`` (``{name: (H, W) uint8}``), in one run.
+
+    Returns one row per (codec, setting): ``codec``, ``setting``, ``images``, mean
+    ``bytes``, ``bpp``, ``psnr_db`` (mean of per-image PSNR), ``ssim``, and for the CAE
+    ``estimated_bpp``; with ``keep_per_image`` also ``per_image``.
+    """
+    sweeps = dict(PHOTO_CLASSIC_SWEEPS if sweeps is None else sweeps)
+    if not with_avif or not avif_supported():
+        sweeps.pop("avif", None)
+    rows = []
+    for q in (photo_qualities() if qualities is None else qualities):
+        rows.append(measure_photo_codec(load_photo_codec(q), images))
+    for fmt, settings in sweeps.items():
+        rows.extend(measure_photo_classic(images, fmt, s) for s in settings)
+    return rows if keep_per_image else [_summary_row(r) for r in rows]
+
+
+def photo_bd_table(rows, a: str = "cae", against=("jpeg", "webp", "avif"),
+                   bpp_range=PHOTO_BD_RANGE_BPP, metric: str = "psnr_db") -> dict:
+    """BD-rate (and BD-PSNR) of codec ``a`` against each other codec on photos.
+
+    Only the points whose mean rate lies within ``bpp_range`` are used, for both codecs,
+    so the delta describes that range of rates. Returns ``{codec: bd_compare dict +
+    "points": (n_a, n_b)}`` for each codec present in ``rows``."""
+    lo, hi = bpp_range
+
+    def points(codec):
+        sel = [r for r in rows if r["codec"] == codec and lo <= r["bpp"] <= hi]
+        return np.array([r["bpp"] for r in sel]), np.array([r[metric] for r in sel])
+
+    ra, pa = points(a)
+    out = {}
+    for b in against:
+        if not any(r["codec"] == b for r in rows):
+            continue
+        rb, pb = points(b)
+        method = "cubic" if min(len(ra), len(rb)) >= 4 else "pchip"
+        out[b] = {**bd_compare(ra, pa, rb, pb, method), "points": (len(ra), len(rb)),
+                  "bpp_range": (lo, hi), "metric": metric}
+    return out
+
+
+def classic_at_bytes(image_u8: np.ndarray, fmt: str, max_bytes: int, qualities=range(0, 101)):
+    """The best ``fmt`` file of ``image_u8`` that is at most ``max_bytes`` long: the
+    highest quality setting that fits (file size grows with quality, so a binary search).
+    Returns ``{"quality", "bytes", "decoded"}`` or ``None`` if even the lowest setting is
+    bigger (the codec cannot go that small)."""
+    qs = list(qualities)
+    lo, hi, best = 0, len(qs) - 1, None
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        data = classic_encode(image_u8, fmt, qs[mid])
+        if len(data) <= max_bytes:
+            best, lo = (qs[mid], data), mid + 1
+        else:
+            hi = mid - 1
+    if best is None:
+        return None
+    return {"quality": best[0], "bytes": len(best[1]), "decoded": classic_decode(best[1])}
+
+
+def digit_codec_on_photo(image_u8: np.ndarray, quality: int) -> dict:
+    """The MNIST-trained digit codec forced onto a photo: the photo is cut into 28x28
+    tiles (edges repeated), each tile is coded as if it were a digit, and the tiles are
+    put back together. Counts the payload bytes of every tile plus one 9-byte header.
+    Returns ``{"bytes", "bpp", "decoded", **photo_metrics}``. (This is limitation 2 of
+    the 2018 project: a model trained only on digits, shown on real photos.)"""
+    codec = load_codec(quality)
+    h, w = image_u8.shape
+    padded = np.pad(image_u8, ((0, -h % 28), (0, -w % 28)), mode="edge")
+    th, tw = padded.shape[0] // 28, padded.shape[1] // 28
+    tiles = padded.reshape(th, 28, tw, 28).transpose(0, 2, 1, 3).reshape(-1, 28, 28, 1)
+    files = codec.compress(tiles.astype(np.float32) / 255.0)
+    payload = sum(len(unpack_v1(f)[4]) for f in files)
+    dec = np.round(np.clip(codec.decompress(files)[..., 0], 0, 1) * 255).astype(np.uint8)
+    dec = dec.reshape(th, tw, 28, 28).transpose(0, 2, 1, 3).reshape(th * 28, tw * 28)[:h, :w]
+    size = payload + 9
+    return {"bytes": size, "bpp": 8.0 * size / image_u8.size, "decoded": dec,
+            **photo_metrics(image_u8, dec)}
+
+
+def cli_peak_memory(args: list[str], cwd=None, timeout: float = 1800) -> dict:
+    """Run ``python cae_utils.py <args>`` in a fresh process and measure it: wall
+    ``seconds``, ``peak_rss_mib`` (the process's peak resident memory, from
+    ``getrusage``, TensorFlow included) and ``returncode``."""
+    import json
+    import subprocess
+    import time
+
+    code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); import cae_utils as cu; "
+            "rc = cu.main(sys.argv[2:]); "
+            "print('@@' + json.dumps({'rc': rc, 'kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(ROOT), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - start
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("@@")), None)
+    if line is None:
+        raise CAEError(f"The measured command failed: {proc.stderr.strip()[-300:]}")
+    info = json.loads(line[2:])
+    return {"seconds": seconds, "peak_rss_mib": info["kb"] / 1024.0, "returncode": info["rc"],
+            "stdout": "\n".join(l for l in proc.stdout.splitlines() if not l.startswith("@@"))}
+
+
+def large_test_image(size: int = 4096, seed: int = 0) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 photo mosaic for the large-image test: scikit-image's
+    photos, resized to 1024x1024 tiles and laid side by side (with mirror flips so that
+    neighbours differ)."""
+    from PIL import Image
+
+    photos = list(photo_training_images(("astronaut", "camera", "coffee", "rocket", "coins",
+                                         "moon", "clock", "brick")).values())
+    tile = min(1024, size)
+    rng = np.random.default_rng(seed)
+    out = np.empty((size, size), np.uint8)
+    for r in range(0, size, tile):
+        for c in range(0, size, tile):
+            src = photos[rng.integers(len(photos))]
+            t = np.asarray(Image.fromarray(src).resize((tile, tile), Image.LANCZOS))
+            if rng.random() < 0.5:
+                t = t[:, ::-1]
+            out[r:r + tile, c:c + tile] = t[:size - r, :size - c]
+    return out
 
 
 # --------------------------------------------------------------------------------------
@@ -3371,6 +4052,511 @@ def jpeg_header_bytes(data: bytes) -> int:
     if not data.startswith(b"\xff\xd8") or at < 0 or at + 4 > len(data):
         raise CAEError("Not a JPEG file with a start-of-scan marker.")
     return at + 2 + struct.unpack(">H", data[at + 2:at + 4])[0]
+
+
+# --------------------------------------------------------------------------------------
+# 14. Classroom codec app (ipywidgets; notebooks/app_codec.ipynb, `make app` with Voila)
+# --------------------------------------------------------------------------------------
+#
+# One image in, four out: the original, the learned codec's reconstruction, and JPEG and
+# WebP at a matched size (the largest classic file that is not bigger than the .cae file),
+# each with its bytes, bits per pixel, PSNR and SSIM. Everything is computed by
+# compare_at_matched_size; CodecApp only puts widgets around it, so the notebook stays two
+# lines and tests/test_app.py can check the numbers without a browser.
+
+#: Quality range searched for each classic format (Pillow's own ranges).
+APP_CLASSIC_QUALITIES = {"jpeg": (1, 100), "webp": (0, 100)}
+
+#: The app's picker: MNIST test digits (by index) and photos shipped inside scikit-image.
+APP_MNIST_DIGITS = (0, 1, 2, 3, 4, 7)
+APP_SAMPLE_PHOTOS = ("camera", "astronaut", "coffee", "coins")
+
+#: Photos with a longer side than this are scaled down first (a phone picture stays quick).
+APP_MAX_SIDE = 1024
+
+#: Uploads above this size are refused before Pillow opens them.
+APP_MAX_UPLOAD_BYTES = 30_000_000
+
+#: Default digit quality: the middle of the shipped range (WebP fits under it, JPEG not).
+APP_DEFAULT_DIGIT_QUALITY = 5
+
+_APP_SAMPLES: dict = {}
+
+
+def image_from_bytes(data: bytes, name: str = "the uploaded file") -> np.ndarray:
+    """An image file's bytes (PNG, JPEG, WebP, BMP, GIF, TIFF...) -> ``uint8`` gray ``(H, W)``.
+
+    Colour becomes luma, transparency is laid over white (:func:`image_to_gray_array`).
+    Anything else (an empty file, a text file, a truncated image) raises :class:`CAEError`
+    with a message meant for the person who uploaded it.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    data = bytes(data)
+    if not data:
+        raise CAEError(f"{name} is empty (0 bytes): choose an image file (PNG, JPEG, WebP, ...).")
+    if len(data) > APP_MAX_UPLOAD_BYTES:
+        raise CAEError(f"{name} is {len(data):,} bytes; the app takes images up to "
+                       f"{APP_MAX_UPLOAD_BYTES:,} bytes.")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            if img.width == 0 or img.height == 0:
+                raise CAEError(f"{name} has no pixels (width or height 0).")
+            gray = image_to_gray_array(img)
+    except UnidentifiedImageError:
+        raise CAEError(f"{name} is not an image Pillow can read ({len(data):,} bytes that are not "
+                       "PNG, JPEG, WebP, BMP, GIF or TIFF). Choose an image file.") from None
+    except Image.DecompressionBombError as exc:
+        raise CAEError(f"{name} is too large to open safely: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CAEError(f"{name} is a damaged or truncated image: {exc}") from None
+    return np.round(gray * 255.0).astype(np.uint8)
+
+
+def app_sample_image(key: str) -> tuple[np.ndarray, str]:
+    """A built-in picture of the app: ``"mnist:<test index>"`` or ``"photo:<skimage name>"``.
+
+    Returns ``(uint8 (H, W), description)``. MNIST comes from :func:`load_mnist` (quick
+    subset, so ``$CAE_MNIST_DIR`` or ``data/mnist`` is used as everywhere else); the photos
+    are scikit-image's bundled samples, converted to gray (no download).
+    """
+    if key in _APP_SAMPLES:
+        return _APP_SAMPLES[key]
+    kind, _, name = key.partition(":")
+    if kind == "mnist":
+        index = int(name)
+        (_, _), (x_test, y_test) = load_mnist(quick=True)
+        if not 0 <= index < len(x_test):
+            raise CAEError(f"There is no MNIST test digit #{index}.")
+        image = to_uint8_images(x_test[index])
+        sample = (image, f"MNIST test digit #{index} (a {int(y_test[index])})")
+    elif kind == "photo" and name in APP_SAMPLE_PHOTOS:
+        import skimage.data
+        from PIL import Image
+
+        rgb_or_gray = np.asarray(getattr(skimage.data, name)())
+        img = Image.fromarray(rgb_or_gray)
+        image = np.asarray(img.convert("L"), dtype=np.uint8)  # ITU-R 601 luma, as uploads
+        sample = (image, f"the '{name}' photo (scikit-image, in gray)")
+    else:
+        raise CAEError(f"Unknown sample image {key!r}.")
+    _APP_SAMPLES[key] = sample
+    return sample
+
+
+def app_digit(image_u8_2d: np.ndarray) -> tuple[np.ndarray, str]:
+    """What the digit codec is given: ``(uint8 (28, 28), how it was made)``.
+
+    A 28x28 image with a dark border is taken as an MNIST digit as it is; anything else
+    goes through :func:`image_to_digit` (invert a light background, crop to the ink,
+    longer side 20 px, centre in 28x28), as in notebook 04.
+    """
+    from PIL import Image
+
+    image = _check_u8_image(image_u8_2d)
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    if image.shape == (28, 28) and np.median(border) < 128:
+        return image, "a 28x28 digit (white ink on black), used as it is"
+    digit = image_to_digit(Image.fromarray(image, mode="L"))
+    return (to_uint8_images(digit),
+            f"the {image.shape[1]}x{image.shape[0]} image made MNIST-like (cu.image_to_digit: "
+            "ink made white, cropped, longer side 20 px, centred in 28x28)")
+
+
+def photo_mode_problem() -> str | None:
+    """None when the app's photo mode can work, else the reason, in words for the app."""
+    loader, lister = globals().get("load_photo_codec"), globals().get("photo_qualities")
+    if not callable(loader) or not callable(lister):
+        return ("Photo mode is not available yet: this version of cae_utils has no photo codec "
+                "(cu.load_photo_codec).")
+    try:
+        qualities = list(lister())
+    except Exception as exc:  # noqa: BLE001  (a broken models/ folder must not break the app)
+        return f"Photo mode is not available: listing the photo models failed ({exc})."
+    if not qualities:
+        return "Photo mode is not available yet: no photo models are shipped in models/."
+    return None
+
+
+def app_qualities(mode: str) -> list[int]:
+    """The qualities the app offers in ``mode`` ("digit" or "photo"); empty if none."""
+    if mode == "digit":
+        return available_qualities()
+    if mode == "photo":
+        return [] if photo_mode_problem() else sorted(int(q) for q in globals()["photo_qualities"]())
+    raise CAEError(f"Unknown mode {mode!r}; choose 'digit' or 'photo'.")
+
+
+def _app_image_metrics(original_u8: np.ndarray, decoded_u8: np.ndarray, n_bytes: int) -> dict:
+    """bytes, bits per pixel, MSE (0..1 scale), PSNR (dB, peak 1) and SSIM of one image.
+
+    SSIM uses :func:`ssim_per_image` (7x7 window): None for images smaller than 7 pixels.
+    """
+    original_u8, decoded_u8 = np.asarray(original_u8), np.asarray(decoded_u8)
+    if original_u8.shape != decoded_u8.shape:
+        raise CAEError(f"The decoded image is {decoded_u8.shape[1]}x{decoded_u8.shape[0]}, "
+                       f"the original {original_u8.shape[1]}x{original_u8.shape[0]}.")
+    x = original_u8.astype(np.float64) / 255.0
+    y = decoded_u8.astype(np.float64) / 255.0
+    mse = float(np.mean((x - y) ** 2))
+    ssim = (float(ssim_per_image(original_u8[None], decoded_u8[None])[0])
+            if min(original_u8.shape) >= 7 else None)
+    return {"bytes": int(n_bytes), "bpp": 8.0 * n_bytes / original_u8.size, "mse": mse,
+            "psnr_db": psnr_from_mse(mse), "ssim": ssim}
+
+
+def _classic_search(image: np.ndarray, fmt: str, max_bytes: int) -> tuple[dict | None, dict]:
+    """(matched-size result or None, {quality: file bytes} of every file tried)."""
+    image = _check_u8_image(image)
+    if fmt not in APP_CLASSIC_QUALITIES:
+        raise CAEError(f"Matched-size search knows {', '.join(APP_CLASSIC_QUALITIES)}, not {fmt!r}.")
+    low, high = APP_CLASSIC_QUALITIES[fmt]
+    files: dict[int, bytes] = {}
+
+    def size(q: int) -> int:
+        if q not in files:
+            files[q] = classic_encode(image, fmt, q)
+        return len(files[q])
+
+    if size(low) > max_bytes:
+        return None, files
+    if size(high) <= max_bytes:
+        best, above = high, None
+    else:  # invariant: size(low) <= max_bytes < size(high)
+        while high - low > 1:
+            mid = (low + high) // 2
+            if size(mid) <= max_bytes:
+                low = mid
+            else:
+                high = mid
+        best, above = low, high
+    data = files[best]
+    decoded = classic_decode(data)
+    result = {"format": fmt, "fits": True, "quality": best, "data": data, "decoded": decoded,
+              "next_quality": above, "next_bytes": None if above is None else len(files[above]),
+              "target_bytes": int(max_bytes), "files_tried": len(files),
+              **_app_image_metrics(image, decoded, len(data))}
+    return result, files
+
+
+def classic_at_matched_size(image_u8_2d: np.ndarray, fmt: str, max_bytes: int) -> dict | None:
+    """The largest ``fmt`` file ("jpeg" or "webp") of the image that is not bigger than
+    ``max_bytes``, found by binary search on the quality; None if even the lowest quality
+    makes a bigger file.
+
+    The search keeps "quality ``low`` fits, quality ``high`` does not", so the answer's
+    quality fits and quality + 1 does not (``next_quality``, ``next_bytes``), unless the
+    highest quality fits (then ``next_quality`` is None). File size grows with quality
+    almost everywhere, so this is the largest file that fits in all but odd cases.
+    Returns ``format``, ``quality``, ``bytes``, ``bpp``, ``mse``, ``psnr_db``, ``ssim``,
+    ``data`` (the file), ``decoded`` (``uint8`` ``(H, W)``), ``next_quality``,
+    ``next_bytes``, ``target_bytes``, ``files_tried`` and ``fits`` (True).
+    """
+    return _classic_search(image_u8_2d, fmt, int(max_bytes))[0]
+
+
+def _fit_photo(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """Scale a photo down so its longer side is at most :data:`APP_MAX_SIDE` pixels."""
+    from PIL import Image
+
+    h, w = image.shape
+    if max(h, w) <= APP_MAX_SIDE:
+        return image, None
+    scale = APP_MAX_SIDE / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = np.asarray(Image.fromarray(image, mode="L").resize(size, Image.Resampling.LANCZOS), np.uint8)
+    return small, f"scaled down from {w}x{h} to {size[0]}x{size[1]} (the app's limit is {APP_MAX_SIDE} px)"
+
+
+def compare_at_matched_size(image_u8_2d: np.ndarray, quality: int, mode: str = "digit",
+                            formats=("jpeg", "webp")) -> dict:
+    """Encode one image with the learned codec and with each classic format at a matched size.
+
+    ``mode="digit"``: the image becomes a 28x28 digit (:func:`app_digit`) and goes through
+    ``load_codec(quality)``. ``mode="photo"``: any size, through ``load_photo_codec(quality)``
+    (longer side first limited to :data:`APP_MAX_SIDE`). Every codec sees the same
+    ``original`` and is measured against it.
+
+    Returns ``mode``, ``quality``, ``original`` (``uint8`` ``(H, W)``), ``height``,
+    ``width``, ``raw_bytes`` (8 bits per pixel), ``notes`` (how the input was prepared),
+    ``cae`` (``bytes``, ``bpp``, ``mse``, ``psnr_db``, ``ssim``, ``data``, ``decoded``,
+    ``quality``) and ``classic``: per format either :func:`classic_at_matched_size`'s dict
+    or, when that format cannot go as small as the .cae file, ``{"format", "fits": False,
+    "smallest_bytes", "smallest_quality", "target_bytes"}``.
+    """
+    image = _check_u8_image(image_u8_2d)
+    if image.size == 0:
+        raise CAEError("The image has no pixels.")
+    notes = []
+    if mode == "digit":
+        original, note = app_digit(image)
+        notes.append(note)
+        codec = load_codec(quality)
+        data = codec.compress(to_float_images(original[None]))[0]
+        decoded = to_uint8_images(codec.decompress([data])[0])
+    elif mode == "photo":
+        problem = photo_mode_problem()
+        if problem:
+            raise CAEError(problem)
+        original, note = _fit_photo(image)
+        if note:
+            notes.append(note)
+        codec = globals()["load_photo_codec"](quality)
+        data = bytes(codec.compress(original))
+        decoded = np.asarray(codec.decompress(data))
+        if decoded.dtype != np.uint8:
+            decoded = to_uint8_images(decoded)
+        decoded = decoded.reshape(decoded.shape[:2])
+    else:
+        raise CAEError(f"Unknown mode {mode!r}; choose 'digit' or 'photo'.")
+    cae = {"format": "cae", "fits": True, "quality": int(quality), "data": bytes(data),
+           "decoded": decoded, **_app_image_metrics(original, decoded, len(data))}
+    classic = {}
+    for fmt in formats:
+        found, tried = _classic_search(original, fmt, len(data))
+        if found is None:
+            low = APP_CLASSIC_QUALITIES[fmt][0]
+            found = {"format": fmt, "fits": False, "smallest_quality": low,
+                     "smallest_bytes": len(tried[low]), "target_bytes": len(data)}
+        classic[fmt] = found
+    return {"mode": mode, "quality": int(quality), "original": original,
+            "height": int(original.shape[0]), "width": int(original.shape[1]),
+            "raw_bytes": int(original.size), "notes": notes, "cae": cae, "classic": classic}
+
+
+_APP_NAMES = {"cae": "CAE (.cae)", "jpeg": "JPEG", "webp": "WebP"}
+
+
+def _png_data_uri(image_u8: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image_u8, np.uint8), mode="L").save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _fmt_db(psnr: float) -> str:
+    return "lossless" if not np.isfinite(psnr) else f"{psnr:.2f} dB"
+
+
+def app_result_html(result: dict) -> str:
+    """The app's result panel as HTML: four images side by side and a table of numbers."""
+    import html
+
+    h, w = result["height"], result["width"]
+    show_w = 168 if max(h, w) <= 64 else min(w, 270)  # digits enlarged 6x; four photos in a row
+    pixelated = "image-rendering:pixelated;" if max(h, w) <= 64 else ""
+    style = f"width:{show_w}px;{pixelated}border:1px solid #bbb;display:block"
+
+    def card(key: str, title: str, body: str, image=None) -> str:
+        img = f"<img src='{_png_data_uri(image)}' style='{style}' alt='{html.escape(title)}'>" if image is not None else (
+            f"<div style='width:{show_w}px;height:{round(show_w * h / w)}px;border:1px dashed #bbb;"
+            "display:flex;align-items:center;justify-content:center;color:#777;text-align:center;"
+            "padding:6px;box-sizing:border-box'>no file this small</div>")
+        return (f"<div class='cae-app-card' data-codec='{key}' style='margin:0 14px 8px 0'>"
+                f"<div style='font-weight:bold'>{html.escape(title)}</div>{img}"
+                f"<div style='font-size:90%;line-height:1.35'>{body}</div></div>")
+
+    cae = result["cae"]
+    cards = [card("original", f"original {w}x{h}",
+                  f"raw 8-bit pixels: {result['raw_bytes']:,} bytes", result["original"])]
+    rows = []
+    for key, r in [("cae", cae), *result["classic"].items()]:
+        name = _APP_NAMES.get(key, key)
+        if r["fits"]:
+            ssim = "" if r["ssim"] is None else f" &middot; SSIM {r['ssim']:.3f}"
+            body = (f"<span class='cae-bytes'>{r['bytes']:,} bytes</span> &middot; {r['bpp']:.3f} bpp<br>"
+                    f"PSNR <span class='cae-psnr'>{_fmt_db(r['psnr_db'])}</span>{ssim}<br>"
+                    f"quality {r['quality']}")
+            cards.append(card(key, name, body, r["decoded"]))
+            ssim_cell = "" if r["ssim"] is None else f"{r['ssim']:.3f}"
+            rows.append(f"<tr><td>{name}</td><td>{r['quality']}</td><td>{r['bytes']:,}</td>"
+                        f"<td>{r['bpp']:.3f}</td><td>{_fmt_db(r['psnr_db'])}</td><td>{ssim_cell}</td></tr>")
+        else:
+            body = (f"<span class='cae-nofit'>{name} cannot go this small</span>: its smallest file "
+                    f"is {r['smallest_bytes']:,} bytes (quality {r['smallest_quality']}), the .cae "
+                    f"file {r['target_bytes']:,} bytes.")
+            cards.append(card(key, name, body))
+            rows.append(f"<tr><td>{name}</td><td colspan='5'>cannot go this small (smallest file "
+                        f"{r['smallest_bytes']:,} bytes)</td></tr>")
+    table = ("<style>.cae-app-table td,.cae-app-table th{padding:2px 10px;text-align:right}"
+             ".cae-app-table td:first-child,.cae-app-table th:first-child{text-align:left}</style>"
+             "<table class='cae-app-table' style='border-collapse:collapse;margin-top:4px'>"
+             "<tr><th style='text-align:left'>codec</th><th>quality</th><th>bytes</th>"
+             "<th>bits/pixel</th><th>PSNR</th><th>SSIM</th></tr>" + "".join(rows) + "</table>")
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"])
+    explain = ("JPEG and WebP are shown at the <b>largest file that is not bigger than the .cae "
+               "file</b> (binary search on their quality setting). PSNR and SSIM are measured "
+               "against the original shown on the left.")
+    return (f"<div class='cae-app-result'><div style='display:flex;flex-wrap:wrap'>{''.join(cards)}</div>"
+            f"{table}<p style='margin:6px 0'>{explain}</p>"
+            + (f"<ul style='margin:0'>{notes}</ul>" if notes else "") + "</div>")
+
+
+def _app_error(message: str) -> str:
+    import html
+
+    return f"<span class='cae-app-error' style='color:#b00'><b>Cannot encode:</b> {html.escape(message)}</span>"
+
+
+class CodecApp:
+    """The classroom codec app: pick or upload an image, choose mode and quality, press
+    **Encode**; see the reconstruction and JPEG/WebP at a matched size.
+
+    ``app.widget`` is the box to display (JupyterLab, or Voila via ``make app``);
+    :meth:`run` does what the Encode button does, so a headless run shows a result with
+    the default settings. Problems (a file that is not an image, photo mode without photo
+    models...) end up as a message in ``app.status``, never as a traceback.
+    """
+
+    UPLOAD = "upload"
+
+    def __init__(self, mode: str = "digit", quality: int | None = None, source: str | None = None):
+        import ipywidgets as w
+
+        self.result: dict | None = None
+        self.upload_name: str | None = None
+        self.upload_image: np.ndarray | None = None
+        self.upload_problem: str | None = None
+        options = ([(f"MNIST test digit #{i}", f"mnist:{i}") for i in APP_MNIST_DIGITS]
+                   + [(f"photo: {name} (scikit-image)", f"photo:{name}") for name in APP_SAMPLE_PHOTOS]
+                   + [("your upload (Upload button)", self.UPLOAD)])
+        self.source = w.Dropdown(options=options, value=source or options[0][1], description="image")
+        self.upload = w.FileUpload(accept="image/*", multiple=False, description="Upload image")
+        self.mode = w.ToggleButtons(options=[("digit 28x28", "digit"), ("photo, any size", "photo")],
+                                    value="digit", tooltips=["any image -> a 28x28 MNIST-like digit",
+                                                             "a grayscale photo of any size"])
+        self.mode_note = w.HTML()
+        self.quality = w.SelectionSlider(options=[0], value=0, description="quality",
+                                         continuous_update=False)
+        self.button = w.Button(description="Encode", button_style="primary", icon="compress")
+        self.status = w.HTML(value="Choose an image, the mode and the quality, then press <b>Encode</b>.")
+        self.output = w.HTML()
+        for control in (self.source, self.quality):
+            control.style = {"description_width": "70px"}
+        self.mode.style.button_width = "125px"
+        # ToggleButtons puts its description above the buttons; a label of our own sits beside.
+        mode_label = w.HTML("<div style='width:70px;text-align:right;padding-right:8px'>mode</div>")
+        self.source.layout.width = "340px"
+        self.quality.layout.width = "340px"
+        self._photo_problem = photo_mode_problem()
+        if self._photo_problem:
+            self.mode.disabled = True
+            self.mode_note.value = f"<i style='color:#777'>{self._photo_problem}</i>"
+        elif mode == "photo" or (source or "").startswith("photo:"):
+            self.mode.value = "photo"
+        if mode == "photo" and self._photo_problem:
+            self.status.value = _app_error(self._photo_problem)
+        self._set_qualities(quality)
+        self.mode.observe(lambda _change: self._set_qualities(), names="value")
+        self.source.observe(self._on_source, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.button.on_click(lambda _button: self.run())
+        self.widget = w.VBox([w.HBox([self.source, self.upload]),
+                              w.HBox([mode_label, self.mode, self.mode_note]),
+                              w.HBox([self.quality, self.button]), self.status, self.output],
+                             layout=w.Layout(padding="4px"))
+        self.widget.add_class("cae-codec-app")
+
+    # -- widget callbacks ----------------------------------------------------------------
+    def _set_qualities(self, wanted: int | None = None) -> None:
+        qualities = app_qualities(self.mode.value) or [0]
+        if wanted is None:
+            current = self.quality.value
+            default = APP_DEFAULT_DIGIT_QUALITY if self.mode.value == "digit" else qualities[len(qualities) // 2]
+            wanted = current if current in qualities and current != 0 else default
+        if wanted not in qualities:
+            wanted = qualities[len(qualities) // 2]
+        self.quality.options = qualities
+        self.quality.value = wanted
+        self.quality.disabled = qualities == [0]
+
+    def _on_source(self, change) -> None:
+        new = change["new"]
+        if not self._photo_problem:
+            if new.startswith("photo:"):
+                self.mode.value = "photo"
+            elif new.startswith("mnist:"):
+                self.mode.value = "digit"
+
+    def _on_upload(self, change) -> None:
+        files = change["new"]
+        if not files:
+            return
+        first = files[0]
+        self.load_upload(first.get("name") or "the uploaded file", bytes(first.get("content", b"")))
+
+    def load_upload(self, name: str, data: bytes) -> None:
+        """Take an uploaded file (as the Upload button does): check it and select it."""
+        self.upload_name, self.upload_image, self.upload_problem = name, None, None
+        try:
+            self.upload_image = image_from_bytes(data, name=repr(name))
+        except CAEError as exc:
+            self.upload_problem = str(exc)
+        self.source.value = self.UPLOAD
+        if self.upload_problem:
+            self.status.value = _app_error(self.upload_problem)
+            self.output.value = ""
+        else:
+            h, w = self.upload_image.shape
+            self.status.value = (f"Uploaded {name!r} ({len(data):,} bytes, {w}x{h}). "
+                                 "Press <b>Encode</b>.")
+
+    # -- the work ------------------------------------------------------------------------
+    def current_image(self) -> tuple[np.ndarray, str]:
+        """The chosen picture as ``uint8 (H, W)`` and its description; :class:`CAEError` if none."""
+        if self.source.value == self.UPLOAD:
+            if self.upload_problem:
+                raise CAEError(self.upload_problem)
+            if self.upload_image is None:
+                raise CAEError("No image uploaded yet: press 'Upload image' first, or pick an image.")
+            return self.upload_image, f"your upload {self.upload_name!r}"
+        return app_sample_image(self.source.value)
+
+    def run(self) -> dict | None:
+        """Encode with the current settings (as the Encode button does); the result dict
+        of :func:`compare_at_matched_size` plus ``source`` and ``seconds``, or None after
+        showing what went wrong."""
+        import time
+
+        self.button.disabled = True
+        self.status.value = "Encoding..."
+        start = time.perf_counter()
+        try:
+            image, described = self.current_image()
+            if self.mode.value == "photo" and self._photo_problem:
+                raise CAEError(self._photo_problem)
+            result = compare_at_matched_size(image, self.quality.value, self.mode.value)
+        except CAEError as exc:
+            self.result, self.output.value = None, ""
+            self.status.value = _app_error(str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001  (the app shows every failure as a message)
+            self.result, self.output.value = None, ""
+            self.status.value = _app_error(f"unexpected {type(exc).__name__}: {exc}")
+            return None
+        finally:
+            self.button.disabled = False
+        result["source"], result["seconds"] = described, time.perf_counter() - start
+        name = self.source.value.partition(":")[2]
+        if (self.mode.value == "photo" and self.source.value.startswith("photo:")
+                and name in globals().get("PHOTO_TRAINING_IMAGES", ())):
+            result["notes"].append(f"'{name}' is one of the photo codec's training images, so the "
+                                   "CAE has seen it: upload a photo of your own for a fair comparison.")
+        self.result = result
+        cae = result["cae"]
+        self.status.value = (f"Encoded {described} in {self.mode.value} mode at quality "
+                             f"{result['quality']}: the .cae file is <b>{cae['bytes']:,} bytes</b> "
+                             f"({cae['bpp']:.3f} bits per pixel), PSNR <b>{_fmt_db(cae['psnr_db'])}</b> "
+                             f"({result['seconds']:.1f} s).")
+        self.output.value = app_result_html(result)
+        return result
 
 
 if __name__ == "__main__":
