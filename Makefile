@@ -19,7 +19,7 @@ help:
 	@echo "make run    - execute all notebooks in order (full mode) and print a results summary"
 	@echo "make test   - pytest + nbval in quick mode (CAE_QUICK=1)"
 	@echo "make lab    - open JupyterLab on notebooks/"
-	@echo "make bench  - benchmarks: race the 2018 recipe; rate-distortion against PNG/JPEG/WebP/AVIF (JSON in benchmarks/results/)"
+	@echo "make bench  - benchmarks: race the 2018 recipe; rate-distortion against PNG/JPEG/WebP/AVIF on digits and on photos (JSON in benchmarks/results/)"
 	@echo "make student - student copies of the notebooks in student/ (no outputs, no solutions)"
 	@echo "make app    - the codec app (notebooks/app_codec.ipynb) as a web page with Voila; prints its URL"
 	@echo "make test-browser - the widgets in headless Chromium (Playwright): notebook 03's training panel"
@@ -52,6 +52,7 @@ lab: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/rate_distortion.py
+	$(PY) benchmarks/photo_rate_distortion.py
 	$(PY) benchmarks/race_original.py
 
 student: $(STAMP)

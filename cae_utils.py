@@ -1901,25 +1901,31 @@ def load_codec(quality: int, path: str | os.PathLike | None = None) -> LearnedCo
 # --------------------------------------------------------------------------------------
 #
 # The digit codec above only takes 28x28 images. The photo codec below has no fixed size:
-#   encoder  x (H x W x 1) -> y (H/16 x W/16 x C)   four 5x5 stride-2 convolutions with GDN
-#   decoder  y_hat -> x_hat (H x W x 1)              four 5x5 stride-2 transposed convolutions
-# Any H x W is first padded (by repeating its edge pixels) to a multiple of 16, the total
-# stride, and the decoded image is cropped back to the true size, which the header stores.
+#   encoder  x (H x W x 1) -> y (H/8 x W/8 x 64)   an 8x8 stride-8 convolution, started from
+#                                                  JPEG's DCT basis and then trained
+#   decoder  y_hat -> x_hat (H x W x 1)            the transposed convolution plus a small
+#                                                  residual CNN that removes block artefacts
+# Any H x W is first padded (by repeating its edge pixels) to a multiple of 8, the stride,
+# and the decoded image is cropped back to the true size, which the header stores.
 # Big images are processed in tiles with a margin ("halo") wider than the network's
-# receptive field, so every latent value is exactly what the whole image would give:
-# no seams, and memory stays near the size of the image itself.
+# reach, so every value is exactly what the whole image would give: no seams, and memory
+# stays near the size of the image itself.
 #
 # .cae format version 2 is version 1's layout with first byte 0xC2, meaning "photo codec":
 #   0xC2, quality, model byte, varint height, varint width, CRC-16, range-coded payload.
 
 CAE_V2_FIRST_BYTE = 0xC2
-PHOTO_STRIDE = 16          # total downsampling of the photo encoder (4 x stride 2)
-PHOTO_HALO = 64            # tile margin in pixels (4 latent rows); receptive field is 61 px
+PHOTO_STRIDE = 8           # the photo encoder's stride: one latent vector per 8x8 block
+PHOTO_HALO = 16            # tile margin in pixels (2 latent rows), wider than the decoder's reach
 PHOTO_TILE = 1024          # tile size in pixels (a multiple of PHOTO_STRIDE)
 CAE_MAX_PIXELS = 1 << 26   # 67 million pixels (8192 x 8192): larger claims are refused
 
-#: Photo codec qualities: lambda in loss = bits per pixel + lambda * MSE (0..255 scale).
-PHOTO_QUALITY_LAMBDAS = {1: 0.002, 2: 0.004, 3: 0.008, 4: 0.016, 5: 0.032, 6: 0.064}
+#: Photo codec qualities: lambda in loss = bits per pixel + lambda * MSE (0..255 scale),
+#: and the DCT gain each starts from (the initial quantization step is 1/gain). Both grow
+#: by a factor sqrt(2) (gain) and 2 (lambda) per level: at high rate the best lambda
+#: scales as 1/MSE, i.e. as gain squared.
+PHOTO_QUALITY_LAMBDAS = {1: 0.0003, 2: 0.0006, 3: 0.0012, 4: 0.0024, 5: 0.0048, 6: 0.0096}
+PHOTO_QUALITY_GAINS = {1: 1.2, 2: 1.7, 3: 2.4, 4: 3.4, 5: 4.8, 6: 6.8}
 
 #: Photographs shipped inside scikit-image (no download needed) used to TRAIN the photo
 #: codec. The evaluation photos (Kodak) are never used for training.
@@ -1928,30 +1934,49 @@ PHOTO_TRAINING_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "
                          "immunohistochemistry", "retina", "page", "text")
 
 
-def build_photo_cae(channels: int = 64, width: int = 64, patch: int = 128):
+def dct_filters(n: int = 8) -> np.ndarray:
+    """The orthonormal 2-D DCT-II basis (JPEG's transform) as convolution filters,
+    ``(n, n, 1, n*n)`` float32: filter ``u*n + v`` is the basis image of frequency (u, v)."""
+    k = np.arange(n)
+    basis = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * np.sqrt(2.0 / n)
+    basis[0] /= np.sqrt(2.0)
+    return np.einsum("ui,vj->ijuv", basis, basis).reshape(n, n, 1, n * n).astype(np.float32)
+
+
+def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128):
     """A fully convolutional rate-distortion CAE for grayscale images of any size.
 
-    Encoder: 4 x (Conv 5x5/2), GDN after the first three: ``(N,H,W,1) -> (N,H/16,W/16,C)``.
-    Decoder: 4 x (Conv-transpose 5x5/2), inverse GDN after the first three; linear output.
-    ``H`` and ``W`` must be multiples of 16 (:class:`PhotoCodec` pads). The trainer works
-    on square ``patch`` x ``patch`` crops. Returns ``(trainer, encoder, decoder, prior)``
-    like :func:`build_rd_cae`.
+    Encoder: one 8x8 convolution with stride 8 (64 filters, no bias), **started from
+    JPEG's DCT basis** times ``gain``: ``(N,H,W,1) -> (N,H/8,W/8,64)``. Decoder: the
+    transposed convolution (started from the inverse DCT) followed by a small residual
+    CNN at full resolution (three 3x3 convolutions, ``filters`` wide, ReLU) that learns to
+    remove block artefacts. Training changes every weight, the DCT included.
+
+    Why not a random start like the digit codec? On photos, a Balle-style GDN network
+    from random weights needs far more steps than 2 CPU cores give in minutes (notebook
+    06 quotes the measured gap); the DCT start puts training straight into a good region.
+    ``gain`` sets the initial quantization step (larger = finer = more bits).
+    ``H`` and ``W`` must be multiples of 8 (:class:`PhotoCodec` pads). Returns
+    ``(trainer, encoder, decoder, prior)`` like :func:`build_rd_cae`.
     """
+    dct = dct_filters(PHOTO_STRIDE)
+    channels = dct.shape[-1]
     enc_in = keras.Input((None, None, 1), name="image")
-    x = enc_in
-    for i in range(3):
-        x = layers.Conv2D(width, 5, strides=2, padding="same", name=f"conv{i + 1}")(x)
-        x = GDN(name=f"gdn{i + 1}")(x)
-    y = layers.Conv2D(channels, 5, strides=2, padding="same", name="to_latent")(x)
-    encoder = keras.Model(enc_in, y, name="photo_encoder")
+    analysis = layers.Conv2D(channels, PHOTO_STRIDE, strides=PHOTO_STRIDE, padding="valid",
+                             use_bias=False, name="analysis")
+    encoder = keras.Model(enc_in, analysis(enc_in), name="photo_encoder")
+    analysis.set_weights([dct * float(gain)])
 
     dec_in = keras.Input((None, None, channels), name="latent")
-    z = dec_in
-    for i in range(3):
-        z = layers.Conv2DTranspose(width, 5, strides=2, padding="same", name=f"deconv{i + 1}")(z)
-        z = GDN(inverse=True, name=f"igdn{i + 1}")(z)
-    out = layers.Conv2DTranspose(1, 5, strides=2, padding="same", name="to_pixels")(z)
+    synthesis = layers.Conv2DTranspose(1, PHOTO_STRIDE, strides=PHOTO_STRIDE, padding="valid",
+                                       use_bias=False, name="synthesis")
+    z = synthesis(dec_in)
+    r = layers.Conv2D(filters, 3, padding="same", activation="relu", name="post1")(z)
+    r = layers.Conv2D(filters, 3, padding="same", activation="relu", name="post2")(r)
+    r = layers.Conv2D(1, 3, padding="same", kernel_initializer="zeros", name="post3")(r)
+    out = layers.Add(name="deblocked")([z, r])
     decoder = keras.Model(dec_in, out, name="photo_decoder")
+    synthesis.set_weights([dct / float(gain)])
 
     inp = keras.Input((patch, patch, 1), name="image")
     y = encoder(inp)
@@ -1959,7 +1984,7 @@ def build_photo_cae(channels: int = 64, width: int = 64, patch: int = 128):
     prior_layer = FactorizedPrior(name="prior")
     bits = BitsPerImage(name="bits")(prior_layer(y_noisy))
     x_hat = layers.Identity(name="x_hat")(decoder(y_noisy))
-    trainer = keras.Model(inp, {"x_hat": x_hat, "bits": bits}, name=f"photo_cae_{channels}")
+    trainer = keras.Model(inp, {"x_hat": x_hat, "bits": bits}, name="photo_cae")
     return trainer, encoder, decoder, prior_layer
 
 
@@ -2009,28 +2034,38 @@ def photo_patches(images, n: int, size: int = 128, seed: int = 0,
 
     Each source image is also used shrunk by ``scales`` (antialiased), which gives more
     texture per patch, closer to downsampled test photos; crops are flipped and rotated
-    at random. Crops are drawn in proportion to each scaled image's area.
+    at random. Every source photo gets the same share of crops, whatever its size (the
+    1411x1411 retina scan would otherwise give a third of them), and nearly flat crops
+    (standard deviation below 3 grey levels: black sky, empty background) are mostly
+    redrawn, since they teach the codec little.
     """
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    pool = []
-    for arr in (images.values() if isinstance(images, dict) else images):
+    pool, owner = [], []
+    for k, arr in enumerate(images.values() if isinstance(images, dict) else images):
         for s in scales:
             h, w = int(round(arr.shape[0] * s)), int(round(arr.shape[1] * s))
             if min(h, w) < size:
                 continue
             img = arr if s == 1.0 else np.asarray(Image.fromarray(arr).resize((w, h), Image.LANCZOS))
             pool.append(img)
+            owner.append(k)
     if not pool:
         raise CAEError(f"No training image is at least {size}x{size} pixels.")
+    owner = np.array(owner)
     weights = np.array([p.size for p in pool], np.float64)
+    for k in set(owner.tolist()):  # each photo's scales share one equal slice
+        weights[owner == k] /= weights[owner == k].sum()
     picks = rng.choice(len(pool), size=n, p=weights / weights.sum())
     out = np.empty((n, size, size, 1), np.uint8)
     for i, k in enumerate(picks):
         img = pool[k]
-        r, c = rng.integers(0, img.shape[0] - size + 1), rng.integers(0, img.shape[1] - size + 1)
-        crop = img[r:r + size, c:c + size]
+        for _ in range(5):  # redraw nearly flat crops, up to 4 times
+            r, c = rng.integers(0, img.shape[0] - size + 1), rng.integers(0, img.shape[1] - size + 1)
+            crop = img[r:r + size, c:c + size]
+            if crop.std() >= 3.0:
+                break
         crop = np.rot90(crop, rng.integers(4))
         out[i, ..., 0] = crop[:, ::-1] if rng.random() < 0.5 else crop
     return out
@@ -2038,13 +2073,15 @@ def photo_patches(images, n: int, size: int = 128, seed: int = 0,
 
 def train_photo_cae(trainer, patches_u8: np.ndarray, lam: float, *, steps: int = 4000,
                     batch_size: int = 8, learning_rate: float = 5e-4, seed: int = 42,
-                    log_every: int = 500, verbose: int = 0, callbacks=()) -> dict:
+                    log_every: int = 500, verbose: int = 0, callbacks=(),
+                    prior_warmup_steps: int = 300) -> dict:
     """Train a :func:`build_photo_cae` model for ``bits per pixel + lam * MSE_255``.
 
     ``patches_u8``: ``(N, P, P, 1)`` uint8 crops (see :func:`photo_patches`); batches are
     drawn from them at random for ``steps`` steps. Adam with warm-up and cosine decay.
-    Returns ``{"seconds", "history"}``; history holds the mean loss, bits per pixel and
-    weighted distortion over each ``log_every`` steps.
+    First the prior alone is fitted to the encoder's latents for ``prior_warmup_steps``
+    (:func:`fit_prior_to_encoder`; 0 skips it). Returns ``{"seconds", "history"}``;
+    history holds the mean loss, bits per patch and MSE over each ``log_every`` steps.
     """
     import time
     import tensorflow as tf
@@ -2065,9 +2102,32 @@ def train_photo_cae(trainer, patches_u8: np.ndarray, lam: float, *, steps: int =
             .batch(batch_size, drop_remainder=True).prefetch(2))
     log_every = max(1, min(int(log_every), steps))
     start = time.perf_counter()
+    if prior_warmup_steps:
+        fit_prior_to_encoder(trainer, patches_u8[:prior_warmup_steps * batch_size], batch_size,
+                             prior_warmup_steps)
     hist = trainer.fit(data, epochs=-(-steps // log_every), steps_per_epoch=log_every,
                        callbacks=list(callbacks), verbose=verbose)
     return {"seconds": time.perf_counter() - start, "history": hist.history}
+
+
+def fit_prior_to_encoder(trainer, patches_u8: np.ndarray, batch_size: int = 8, steps: int = 300,
+                         learning_rate: float = 1e-2) -> float:
+    """Fit the trainer's prior (alone, at a high learning rate) to the latents its encoder
+    gives on ``patches_u8``, before the real training starts. The prior's generic start
+    (a wide density for every channel) would charge several bits for every DCT
+    coefficient, even the many that are nearly always zero; at the usual learning rate it
+    takes thousands of steps to learn that. Returns the final bits per pixel."""
+    encoder = next(l for l in trainer.layers if isinstance(l, keras.Model) and l.name.endswith("encoder"))
+    prior = trainer.get_layer("prior")
+    latents = _run_model(encoder, patches_u8.astype(np.float32) / 255.0, chunk=64)
+    inp = keras.Input(latents.shape[1:], name="latent")
+    bits = BitsPerImage(name="bits")(prior(UniformNoise(name="noise")(inp)))
+    model = keras.Model(inp, bits)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=MeanOfPrediction())
+    epochs = max(1, steps * batch_size // len(latents))
+    hist = model.fit(latents, np.zeros(len(latents), np.float32), batch_size=batch_size,
+                     epochs=epochs, shuffle=True, verbose=0)
+    return float(hist.history["loss"][-1]) / float(np.prod(patches_u8.shape[1:3]))
 
 
 def pad_to_multiple(image: np.ndarray, multiple: int = PHOTO_STRIDE) -> np.ndarray:
@@ -2089,8 +2149,8 @@ def _tile_ranges(n: int, core: int, halo: int):
 
 def encode_tiled(encoder, image: np.ndarray, tile: int = PHOTO_TILE,
                  halo: int = PHOTO_HALO) -> np.ndarray:
-    """A padded image ``(H, W)`` float32 in [0, 1] (H, W multiples of 16) -> latent
-    ``(H/16, W/16, C)`` float32, computed tile by tile.
+    """A padded image ``(H, W)`` float32 in [0, 1] (H, W multiples of
+    :data:`PHOTO_STRIDE`) -> latent ``(H/8, W/8, C)`` float32, computed tile by tile.
 
     Each tile is ``tile`` pixels square plus ``halo`` pixels of real neighbours on each
     side; only the tile's own latents are kept. With ``halo=0`` the tiles are coded
@@ -2196,7 +2256,7 @@ class PhotoCodec(LearnedCodec):
         self.tile = int(tile)
 
     def latent_of(self, image_u8: np.ndarray, halo: int = PHOTO_HALO) -> np.ndarray:
-        """``(H, W)`` uint8 -> float latent ``(ceil(H/16), ceil(W/16), C)``."""
+        """``(H, W)`` uint8 -> float latent ``(ceil(H/8), ceil(W/8), C)``."""
         image = pad_to_multiple(image_u8).astype(np.float32) / 255.0
         latent = encode_tiled(self.encoder, image, self.tile, halo)
         if not np.all(np.isfinite(latent)):
@@ -2208,7 +2268,7 @@ class PhotoCodec(LearnedCodec):
         return decode_tiled(self.decoder, latent, self.tile, halo)[:height, :width]
 
     def symbols_of(self, image_u8: np.ndarray) -> np.ndarray:
-        """``(H, W)`` uint8 -> integer symbols ``(ceil(H/16), ceil(W/16), C)``."""
+        """``(H, W)`` uint8 -> integer symbols ``(ceil(H/8), ceil(W/8), C)``."""
         return self.quantize(self.latent_of(image_u8))
 
     def estimate_image_bits(self, symbols: np.ndarray) -> float:
@@ -2513,6 +2573,116 @@ def large_test_image(size: int = 4096, seed: int = 0) -> np.ndarray:
                 t = t[:, ::-1]
             out[r:r + tile, c:c + tile] = t[:size - r, :size - c]
     return out
+
+
+# ---- notebook 06 helpers: pictures of photos and their rate-distortion curves ----
+
+PHOTO_CODEC_STYLE = {"cae": ("C3", "o", "photo CAE (ours)"), "jpeg": ("C0", "s", "JPEG"),
+                     "webp": ("C2", "^", "WebP"), "avif": ("C1", "D", "AVIF"),
+                     "mnist_cae_tiles": ("C7", "x", "MNIST-trained CAE on 28x28 tiles")}
+
+
+def show_photos(images, titles=None, cols: int | None = None, crop=None, size: float = 3.2,
+                suptitle: str | None = None):
+    """A row (or grid) of grayscale ``uint8`` images with titles; ``crop`` =
+    ``(top, left, height, width)`` zooms into the same region of each. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    images = list(images)
+    cols = cols or len(images)
+    rows = -(-len(images) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows * 1.05), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i, img in enumerate(images):
+        if crop is not None:
+            t, l, h, w = crop
+            img = img[t:t + h, l:l + w]
+        ax = axes.ravel()[i]
+        ax.imshow(img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_photo_rd(ax, rows, metric: str = "psnr_db", bpp_range=PHOTO_BD_RANGE_BPP,
+                  extra_rows=(), label_settings: bool = True):
+    """Rate-distortion curves on photos: ``metric`` (``"psnr_db"`` or ``"ssim"``)
+    against bits per pixel, one line per codec, the BD range shaded."""
+    for codec in dict.fromkeys(r["codec"] for r in list(rows) + list(extra_rows)):
+        pts = sorted((r for r in list(rows) + list(extra_rows) if r["codec"] == codec),
+                     key=lambda r: r["bpp"])
+        color, marker, label = PHOTO_CODEC_STYLE.get(codec, (None, ".", codec))
+        ax.plot([r["bpp"] for r in pts], [r[metric] for r in pts], marker=marker, color=color,
+                label=label, lw=2 if codec == "cae" else 1.2, ms=5)
+        if label_settings and codec == "cae":
+            for r in pts:
+                ax.annotate(f"q{r['setting']}", (r["bpp"], r[metric]), textcoords="offset points",
+                            xytext=(4, -10), fontsize=7, color=color)
+    if bpp_range:
+        ax.axvspan(*bpp_range, color="0.92", zorder=0, label=f"BD range {bpp_range[0]}-{bpp_range[1]} bpp")
+    ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel (whole file, log scale)")
+    ax.set_ylabel({"psnr_db": "PSNR (dB, mean over photos)", "ssim": "SSIM (mean over photos)"}.get(metric, metric))
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax
+
+
+def photo_bd_lines(bd: dict) -> list[str]:
+    """One readable line per codec from :func:`photo_bd_table`'s result."""
+    lines = []
+    for codec, d in bd.items():
+        lo, hi = d["bpp_range"]
+        if d["bd_rate_percent"] is None:
+            lines.append(f"against {codec}: no BD-rate ({d['reason']})")
+            continue
+        more = "fewer" if d["bd_rate_percent"] < 0 else "more"
+        lines.append(f"against {codec.upper()}: BD-rate {d['bd_rate_percent']:+.1f}% "
+                     f"(the CAE needs {abs(d['bd_rate_percent']):.1f}% {more} bits for the same "
+                     f"{'PSNR' if d['metric'] == 'psnr_db' else 'SSIM'}), BD-PSNR "
+                     + (f"{d['bd_psnr_db']:+.2f}" if d["bd_psnr_db"] is not None else "n/a")
+                     + f"; points in {lo}-{hi} bpp: {d['points'][0]} CAE, {d['points'][1]} {codec}")
+    return lines
+
+
+def seam_demo(codec: PhotoCodec, image_u8: np.ndarray, tile: int = 64) -> dict:
+    """Decode ``image_u8`` three ways with the same model: whole (one tile), in
+    ``tile``-pixel tiles with the halo, and in tiles without it (each tile coded on its
+    own, as naive tiling would). Returns the three images, their PSNRs and the largest
+    pixel difference of each tiled version from the whole one."""
+    padded = pad_to_multiple(image_u8).astype(np.float32) / 255.0
+    h, w = image_u8.shape
+    out = {}
+    for name, t, halo in (("whole", 1 << 20, PHOTO_HALO), ("tiles_with_halo", tile, PHOTO_HALO),
+                          ("tiles_no_halo", tile, 0)):
+        sym = codec.quantize(encode_tiled(codec.encoder, padded, t, halo))
+        img = decode_tiled(codec.decoder, codec.dequantize(sym), t, halo)[:h, :w]
+        out[name] = {"image": img, "bits": codec.estimate_image_bits(sym),
+                     **photo_metrics(image_u8, img)}
+    for name in ("tiles_with_halo", "tiles_no_halo"):
+        out[name]["max_diff_from_whole"] = int(np.abs(out[name]["image"].astype(int)
+                                                      - out["whole"]["image"]).max())
+    return out
+
+
+def photo_card_rows() -> list[dict]:
+    """One row per shipped photo quality: lambda, training steps and seconds (this
+    stage and the whole lineage), and its recorded test metrics."""
+    rows = []
+    for q in photo_qualities():
+        card = _read_card(photo_model_path(q))
+        rows.append({"quality": q, "lambda": card.get("lambda"),
+                     "stages": len(card.get("lineage", [])),
+                     "steps": sum(s.get("steps", 0) for s in card.get("lineage", [])),
+                     "train_seconds": card.get("train_seconds"),
+                     "total_train_seconds": card.get("total_train_seconds"),
+                     "warm_start_from": card.get("lineage", [{}])[-1].get("warm_start_from"),
+                     "parameters": card.get("parameters"), **{f"test_{k}": v for k, v in card.get("test", {}).items()
+                                                               if k in ("bpp", "psnr_db", "ssim")}})
+    return rows
 
 
 # --------------------------------------------------------------------------------------

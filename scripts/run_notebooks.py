@@ -56,11 +56,21 @@ def print_summary() -> None:
             print(f"    {key}: {value}")
 
 
+def record_times(times: dict, mode: str) -> None:
+    """Merge this run's wall times into results/run_times.json (quick: results/quick/)."""
+    import cae_utils as cu
+
+    path = cu.RESULTS_DIR / "run_times.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update({"mode": mode, "cpus": os.cpu_count(), "seconds": {**old.get("seconds", {}), **times}})
+    cu._atomic_write_bytes(path, (json.dumps(old, indent=1, sort_keys=True) + "\n").encode())
+
+
 def main(argv: list[str]) -> int:
     notebooks = [Path(a).resolve() for a in argv] or sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
     mode = "QUICK" if os.environ.get("CAE_QUICK", "") not in ("", "0") else "FULL"
     print(f"Running {len(notebooks)} notebooks in {mode} mode")
-    total = 0.0
+    total, times = 0.0, {}
     for nb in notebooks:
         print(f"  {nb.name} ...", end="", flush=True)
         try:
@@ -70,7 +80,9 @@ def main(argv: list[str]) -> int:
             print(str(exc)[-3000:], file=sys.stderr)
             return 1
         total += seconds
+        times[nb.stem] = round(seconds, 1)
         print(f" {seconds:6.1f} s")
+        record_times(times, mode)
     print(f"All notebooks ran in {total:.0f} s; figures are in figures/.")
     print_summary()
     return 0

@@ -1,0 +1,126 @@
+"""Photo benchmark: the photo codec against JPEG, WebP and AVIF on real photographs.
+
+    python benchmarks/photo_rate_distortion.py [--quick] [--folder DIR] [--large 4096] [--out PATH]
+
+On every image of the evaluation folder (``--folder``, else ``$CAE_PHOTO_DIR``, else
+``data/photos``, else the 20 grayscale Kodak photos in ``../shared/data/kodak-gray256``;
+quick mode: the first 4), with whole-file bytes (headers included), in one run:
+
+* the photo codec (``.cae`` v2) at every shipped quality: bits per pixel, PSNR (mean of
+  the per-image PSNR), SSIM, and the model's own rate estimate;
+* JPEG (optimized Huffman tables), WebP and AVIF over quality sweeps;
+* Bjontegaard deltas of the photo codec against each, over 0.1 to 1 bits per pixel,
+  for PSNR and for SSIM;
+* the MNIST-trained digit codec forced onto the same photos (28x28 tiles): the 2018
+  project's limitation 2, measured;
+* a large image (``--large``, default 4096; quick mode 1024): encode and decode through
+  the command line in fresh processes, with wall time and peak resident memory, and a
+  check that the decoded PNG has exactly the original size.
+
+Prints a report and writes JSON to ``benchmarks/results/photo_rate_distortion.json``
+(quick: ``benchmarks/results/quick/photo_rate_distortion.json``), atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="4 photos, a 1024x1024 large image")
+    parser.add_argument("--folder", default=None, help="folder of evaluation photos")
+    parser.add_argument("--large", type=int, default=None, help="side of the large test image")
+    parser.add_argument("--large-quality", type=int, default=3)
+    parser.add_argument("--out", default=None, help="JSON file to write (default: see above)")
+    return parser.parse_args(argv)
+
+
+ARGS = _parse_args(sys.argv[1:]) if __name__ == "__main__" else None
+if ARGS is not None and ARGS.quick:
+    os.environ["CAE_QUICK"] = "1"  # before cae_utils is imported: it reads quick mode once
+
+sys.path.insert(0, str(HERE.parent))
+import cae_utils as cu  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def large_image_check(side: int, quality: int) -> dict:
+    """Encode and decode a ``side`` x ``side`` photo mosaic through the command line."""
+    from PIL import Image
+
+    image = cu.large_test_image(side)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, cae, back = Path(tmp) / "large.png", Path(tmp) / "large.cae", Path(tmp) / "back.png"
+        Image.fromarray(image).save(src)
+        enc = cu.cli_peak_memory(["encode", src, cae, "--mode", "photo", "--quality", quality])
+        dec = cu.cli_peak_memory(["decode", cae, back])
+        decoded = np.asarray(Image.open(back))
+        size = cae.stat().st_size
+    return {"side": side, "quality": quality, "bytes": size, "bpp": 8.0 * size / image.size,
+            "encode_seconds": enc["seconds"], "encode_peak_rss_mib": enc["peak_rss_mib"],
+            "decode_seconds": dec["seconds"], "decode_peak_rss_mib": dec["peak_rss_mib"],
+            "returncodes": [enc["returncode"], dec["returncode"]],
+            "decoded_shape": list(decoded.shape), "exact_size": list(decoded.shape) == [side, side],
+            **{k: v for k, v in cu.photo_metrics(image, decoded).items()}}
+
+
+def main() -> int:
+    args = ARGS or _parse_args([])
+    folder = Path(args.folder) if args.folder else cu.photo_eval_folder()
+    images = cu.load_photo_folder(folder, limit=4 if cu.QUICK else None)
+    print(f"{len(images)} photos from {folder}; photo qualities {cu.photo_qualities()}", flush=True)
+    t0 = time.perf_counter()
+    rows = cu.photo_rate_distortion(images, keep_per_image=False)
+    rd_seconds = time.perf_counter() - t0
+    bd = {m: cu.photo_bd_table(rows, metric=m) for m in ("psnr_db", "ssim")}
+    digit = []
+    for q in cu.available_qualities():
+        per = [cu.digit_codec_on_photo(img, q) for img in images.values()]
+        digit.append({"codec": "mnist_cae_tiles", "setting": q,
+                      **{k: float(np.mean([p[k] for p in per])) for k in ("bytes", "bpp", "psnr_db", "ssim")}})
+    large = large_image_check(args.large or (1024 if cu.QUICK else 4096), args.large_quality)
+
+    print("\ncodec     setting    bpp     PSNR    SSIM")
+    for r in rows + digit:
+        print(f"{r['codec']:<16}{str(r['setting']):>4} {r['bpp']:7.3f} {r['psnr_db']:7.2f} {r['ssim']:7.3f}")
+    for metric, table in bd.items():
+        for codec, d in table.items():
+            val = d["bd_rate_percent"]
+            print(f"BD-rate ({metric}) against {codec}, {d['bpp_range'][0]}-{d['bpp_range'][1]} bpp: "
+                  + (f"{val:+.1f}%" if val is not None else f"n/a ({d['reason']})")
+                  + f"  [{d['points'][0]} and {d['points'][1]} points]")
+    print(f"large image {large['side']}x{large['side']}: {large['bytes']:,} B ({large['bpp']:.3f} bpp), "
+          f"{large['psnr_db']:.2f} dB; encode {large['encode_seconds']:.1f} s, peak "
+          f"{large['encode_peak_rss_mib']:.0f} MiB; decode {large['decode_seconds']:.1f} s, peak "
+          f"{large['decode_peak_rss_mib']:.0f} MiB; exact size: {large['exact_size']}")
+
+    result = {
+        "benchmark": "photo_rate_distortion", "quick": cu.QUICK,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": cu.library_versions(), "folder": str(folder), "images": len(images),
+        "image_names": list(images), "rd_seconds": rd_seconds, "rows": rows,
+        "bd": bd, "mnist_codec_on_photos": digit, "large_image": large,
+        "photo_models": {q: cu._read_card(cu.photo_model_path(q)).get("total_train_seconds")
+                         for q in cu.photo_qualities()},
+    }
+    out = Path(args.out) if args.out else (HERE / "results" / ("quick" if cu.QUICK else "") /
+                                            "photo_rate_distortion.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cu._atomic_write_bytes(out, (json.dumps(cu._finite_or_str(result), indent=1) + "\n").encode())
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
