@@ -18,10 +18,15 @@ Sections
 10. Real compression: a rate-distortion CAE (GDN, factorized prior), code tables, and
     ``LearnedCodec`` with constriction's range coder.
 11. The ``.cae`` file, format version 1 (quantized, entropy-coded; a 7-byte header).
+11b. Any image size and real photos: the photo codec (``build_photo_cae``,
+    ``PhotoCodec``, tiles with a halo, ``.cae`` format version 2), its training on
+    scikit-image's photos, and its evaluation on a folder of photos (notebook 06).
 12. Figures and results: ``save_fig``, ``record_results`` and plotting helpers.
 13. Helpers written for particular notebooks (04, 03, 01-02, 05 in that order): small
     plots and tools, plus notebook 05's classic codecs, the PCA baseline, the digit
     classifier, Bjontegaard deltas and the whole rate-distortion comparison.
+14. The classroom codec app (``CodecApp``, ``make app``): an image, the CAE, and JPEG and
+    WebP at a matched size.
 
 The command line lives in section 9; run ``python cae_utils.py --help``.
 
@@ -2249,11 +2254,57 @@ class PhotoCodec(LearnedCodec):
     ``(H, W)`` uint8 image; ``decompress`` gives it back at exactly ``(H, W)``.
     """
 
-    def __init__(self, *args, tile: int = PHOTO_TILE, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, encoder, decoder, tables: dict, quality: int, fingerprint: bytes,
+                 card: dict | None = None, tile: int = PHOTO_TILE):
+        import constriction
+
+        super().__init__(encoder, decoder, tables, quality, fingerprint, card)
         if tile % PHOTO_STRIDE or tile < PHOTO_STRIDE:
             raise CAEError(f"tile must be a positive multiple of {PHOTO_STRIDE}, got {tile}.")
         self.tile = int(tile)
+        # DC prediction (as JPEG does): channel 0 is each block's average brightness, which
+        # changes little from one block to the next, so its symbols are coded as the
+        # difference from the left neighbour (the above one in the first column), with a
+        # table of such differences counted on the training photos. Without "dc_pmf" in
+        # the tables, channel 0 is coded like the others.
+        dc = tables.get("dc_pmf") if hasattr(tables, "get") else None
+        self.dc_pmf = None if dc is None else np.asarray(dc, np.float64)
+        if self.dc_pmf is not None:
+            if len(self.dc_pmf) != 2 * self.sizes[0] - 1:
+                raise CAEError("The code tables are inconsistent (DC table size); restore the .npz file.")
+            self._dc_model = constriction.stream.model.Categorical(self.dc_pmf, perfect=False)
+            self._dc_log2 = np.log2(self.dc_pmf)
+
+    # -- DC prediction -----------------------------------------------------------------
+    def dc_residuals(self, s0: np.ndarray) -> np.ndarray:
+        """Channel-0 symbols ``(h, w)`` -> prediction residuals ``(h, w)``, shifted to
+        ``0 .. 2K-2`` (K = the channel's alphabet size): the residual symbols coded."""
+        s0 = np.asarray(s0, np.int64)
+        r = np.empty_like(s0)
+        r[:, 1:] = s0[:, 1:] - s0[:, :-1]
+        r[1:, 0] = s0[1:, 0] - s0[:-1, 0]
+        r[0, 0] = s0[0, 0] - self.sizes[0] // 2
+        return (r + self.sizes[0] - 1).astype(np.int32)
+
+    def dc_from_residuals(self, res: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`dc_residuals` (clipped into the alphabet, so a corrupt
+        payload cannot produce an out-of-range symbol)."""
+        r = np.asarray(res, np.int64) - (self.sizes[0] - 1)
+        first = self.sizes[0] // 2 + np.cumsum(r[:, 0])
+        s0 = first[:, None] + np.concatenate([np.zeros((len(r), 1), np.int64),
+                                              np.cumsum(r[:, 1:], axis=1)], axis=1)
+        return np.clip(s0, 0, self.sizes[0] - 1).astype(np.int32)
+
+    def _code(self, symbols: np.ndarray) -> bytes:
+        import constriction
+
+        if self.dc_pmf is None:
+            return super()._code(symbols)
+        coder = constriction.stream.queue.RangeEncoder()
+        coder.encode(np.ascontiguousarray(self.dc_residuals(symbols[..., 0]).ravel()), self._dc_model)
+        for c in range(1, len(self._models)):
+            coder.encode(np.ascontiguousarray(symbols[..., c].ravel(), np.int32), self._models[c])
+        return _words_to_bytes(coder.get_compressed())
 
     def latent_of(self, image_u8: np.ndarray, halo: int = PHOTO_HALO) -> np.ndarray:
         """``(H, W)`` uint8 -> float latent ``(ceil(H/8), ceil(W/8), C)``."""
@@ -2272,15 +2323,26 @@ class PhotoCodec(LearnedCodec):
         return self.quantize(self.latent_of(image_u8))
 
     def estimate_image_bits(self, symbols: np.ndarray) -> float:
-        """The model's own rate estimate for one image's symbols, in bits."""
-        return float(self.estimate_bits(symbols[None])[0])
+        """The rate estimate for one image's symbols, in bits: ``-sum log2 p`` under the
+        tables the coder uses (the DC residual table for channel 0 if there is one)."""
+        if self.dc_pmf is None:
+            return float(self.estimate_bits(symbols[None])[0])
+        bits = -self._dc_log2[self.dc_residuals(symbols[..., 0])].sum()
+        for c in range(1, len(self._log2)):
+            bits -= self._log2[c][symbols[..., c]].sum()
+        return float(bits)
 
     def _uncode_shape(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         import constriction
 
         decoder = constriction.stream.queue.RangeDecoder(_bytes_to_words(payload))
         per_channel = shape[0] * shape[1]
-        chans = [decoder.decode(model, per_channel) for model in self._models]
+        if self.dc_pmf is None:
+            chans = [decoder.decode(model, per_channel) for model in self._models]
+        else:
+            res = np.asarray(decoder.decode(self._dc_model, per_channel)).reshape(shape[:2])
+            chans = [self.dc_from_residuals(res).ravel()]
+            chans += [decoder.decode(self._models[c], per_channel) for c in range(1, len(self._models))]
         return np.stack(chans, axis=-1).reshape(shape).astype(np.int32)
 
     def compress(self, image) -> bytes:
@@ -2321,6 +2383,40 @@ def save_photo_codec(trainer, prior, quality: int, card: dict, overwrite: bool =
     return path
 
 
+def dc_prediction_table(codec: PhotoCodec, images) -> np.ndarray:
+    """The probability table of DC prediction residuals (see :class:`PhotoCodec`),
+    counted on ``images`` (the TRAINING photos, never the evaluation ones), with a small
+    count added to every possible residual so that any image remains codable. Float64,
+    ``2K - 1`` entries (K = channel 0's alphabet size)."""
+    k = int(codec.sizes[0])
+    counts = np.zeros(2 * k - 1, np.float64)
+    for img in (images.values() if isinstance(images, dict) else images):
+        res = codec.dc_residuals(codec.symbols_of(img)[..., 0])
+        counts += np.bincount(res.ravel(), minlength=2 * k - 1)
+    counts += 0.1
+    return counts / counts.sum()
+
+
+def add_dc_prediction(quality: int, images=None) -> dict:
+    """Add DC prediction to the shipped photo codec ``quality``: count the residual
+    table on the training photos and store it in its ``.npz`` (atomically). Returns the
+    tables. The model's weights are unchanged, so its fingerprint is too."""
+    import io
+
+    path = photo_model_path(quality)
+    images = photo_training_images() if images is None else images
+    with np.load(path.with_suffix(".npz")) as npz:
+        tables = {k: npz[k] for k in npz.files if k != "dc_pmf"}
+    base = load_photo_codec(quality)
+    plain = PhotoCodec(base.encoder, base.decoder, tables, quality, base.fingerprint, base.card)
+    tables["dc_pmf"] = dc_prediction_table(plain, images)
+    buf = io.BytesIO()
+    np.savez(buf, **tables)
+    _atomic_write_bytes(path.with_suffix(".npz"), buf.getvalue())
+    _CODEC_CACHE.clear()
+    return tables
+
+
 def load_photo_codec(quality: int, path: str | os.PathLike | None = None,
                      tile: int = PHOTO_TILE) -> PhotoCodec:
     """The photo codec for ``quality`` (see :func:`photo_qualities`), loaded once and cached.
@@ -2333,7 +2429,9 @@ def load_photo_codec(quality: int, path: str | os.PathLike | None = None,
         known = photo_qualities()
         raise CAEError(f"There is no photo model for quality {quality} ({path} is missing); "
                        f"available photo qualities: {', '.join(map(str, known)) or 'none'}.")
-    key = ("photo", quality, str(path.resolve()), path.stat().st_mtime_ns, int(tile))
+    tables_path = path.with_suffix(".npz")
+    key = ("photo", quality, str(path.resolve()), path.stat().st_mtime_ns, int(tile),
+           tables_path.stat().st_mtime_ns if tables_path.is_file() else None)
     if key in _CODEC_CACHE:
         return _CODEC_CACHE[key]
     trainer, encoder, decoder, card = load_model(path)
@@ -2342,7 +2440,6 @@ def load_photo_codec(quality: int, path: str | os.PathLike | None = None,
                        "use it without --mode photo.")
     if card.get("quality") not in (None, quality):
         raise CAEError(f"{path} is the photo model for quality {card['quality']}, not {quality}.")
-    tables_path = path.with_suffix(".npz")
     if not tables_path.is_file():
         raise CAEError(f"The code tables {tables_path} are missing; they ship beside the model.")
     with np.load(tables_path) as npz:
@@ -2642,8 +2739,10 @@ def photo_bd_lines(bd: dict) -> list[str]:
         more = "fewer" if d["bd_rate_percent"] < 0 else "more"
         lines.append(f"against {codec.upper()}: BD-rate {d['bd_rate_percent']:+.1f}% "
                      f"(the CAE needs {abs(d['bd_rate_percent']):.1f}% {more} bits for the same "
-                     f"{'PSNR' if d['metric'] == 'psnr_db' else 'SSIM'}), BD-PSNR "
-                     + (f"{d['bd_psnr_db']:+.2f}" if d["bd_psnr_db"] is not None else "n/a")
+                     f"{'PSNR' if d['metric'] == 'psnr_db' else 'SSIM'}), "
+                     + ("BD-PSNR " if d["metric"] == "psnr_db" else "BD-SSIM ")
+                     + ((f"{d['bd_psnr_db']:+.2f} dB" if d["metric"] == "psnr_db" else f"{d['bd_psnr_db']:+.4f}")
+                        if d["bd_psnr_db"] is not None else "n/a")
                      + f"; points in {lo}-{hi} bpp: {d['points'][0]} CAE, {d['points'][1]} {codec}")
     return lines
 

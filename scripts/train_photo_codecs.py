@@ -9,7 +9,8 @@ cae_utils.PHOTO_QUALITY_LAMBDAS) on random 128x128 crops of the photos listed in
 cae_utils.PHOTO_TRAINING_IMAGES. With --init-from, a quality starts from the weights of
 an already trained one (fine-tuning to a new lambda is much faster than starting over);
 the model card records every stage and its wall time, so the whole cost of a quality
-can be read off. The evaluation photos (Kodak) are never used for training; they only
+can be read off. After training, the table of DC prediction residuals is counted on the
+same training photos (cae_utils.add_dc_prediction). The evaluation photos (Kodak) are never used for training; they only
 give each card its test metrics, measured through real bytes.
 """
 from __future__ import annotations
@@ -40,6 +41,9 @@ def main(argv=None) -> int:
                     help="initial DCT gain (default: cae_utils.PHOTO_QUALITY_GAINS[quality])")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--dc-only", action="store_true",
+                    help="do not train: only (re)count the DC prediction tables of --qualities "
+                         "and re-measure their cards")
     args = ap.parse_args(argv)
     images = cu.photo_training_images()
     pixels = sum(a.size for a in images.values())
@@ -49,6 +53,18 @@ def main(argv=None) -> int:
         init, _, _, init_card = cu.load_model(cu.photo_model_path(args.init_from))
         init_lineage = init_card.get("lineage", [])
     eval_images = cu.load_photo_folder(cu.photo_eval_folder()) if cu.photo_eval_folder() else None
+    if args.dc_only:
+        for q in args.qualities:
+            cu.add_dc_prediction(q, images)
+            msg = f"quality {q}: DC prediction table added"
+            if eval_images:
+                m = cu.measure_photo_codec(cu.load_photo_codec(q), eval_images)
+                cu.update_model_card(cu.photo_model_path(q), dc_prediction=True,
+                                     test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
+                                                             "estimated_bpp", "folder")})
+                msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
+            print(msg, flush=True)
+        return 0
     for q in args.qualities:
         lam = cu.PHOTO_QUALITY_LAMBDAS[q]
         gain = args.gain or cu.PHOTO_QUALITY_GAINS[q]
@@ -76,11 +92,12 @@ def main(argv=None) -> int:
                 "history": {k: [float(v) for v in vals] for k, vals in r["history"].items()},
                 "produced_by": "scripts/train_photo_codecs.py"}
         path = cu.save_photo_codec(trainer, prior, q, card, overwrite=args.force)
+        cu.add_dc_prediction(q, images)  # DC residual table, counted on the training photos
         msg = f"quality {q} (lambda {lam}): trained {r['seconds']:.0f} s"
         if eval_images:
             cu._CODEC_CACHE.clear()
             m = cu.measure_photo_codec(cu.load_photo_codec(q), eval_images)
-            cu.update_model_card(path, test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
+            cu.update_model_card(path, dc_prediction=True, test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
                                                                "estimated_bpp", "folder")})
             msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
         print(msg + f" -> {path}", flush=True)

@@ -148,6 +148,16 @@ def photo_section() -> list[str]:
             f"of **{lg['encode_peak_rss_mib']:,.0f} MiB**, decode {lg['decode_seconds']:.1f} s with a peak of "
             f"**{lg['decode_peak_rss_mib']:,.0f} MiB** resident memory; decoded at exactly "
             f"{lg['decoded_shape'][1]}x{lg['decoded_shape'][0]}: {'yes' if lg['exact_size'] else 'NO'}."]
+    bdj = ph["bd"]["psnr_db"].get("jpeg", {}).get("bd_rate_percent")
+    peak = max(lg["encode_peak_rss_mib"], lg["decode_peak_rss_mib"])
+    out += ["", "The bars set for photos, as measured:", "",
+            table(["bar", "met", "measured"], [
+                ["BD-rate against JPEG of -20% or better over 0.1-1 bpp (PSNR)",
+                 "n/a" if bdj is None else ("yes" if bdj <= -20 else "**no**"),
+                 "n/a" if bdj is None else f"{bdj:+.1f}%"],
+                [f"a {lg['side']}x{lg['side']} image within 4 GiB of peak memory",
+                 "yes" if peak <= 4096 and lg["exact_size"] else "**no**",
+                 f"{peak:,.0f} MiB at most (encode and decode), exact size: {lg['exact_size']}"]])]
     cards = [load(f"models/photo_q{q}.json") for q in ph.get("photo_models", {})]
     cards = [c for c in cards if c]
     if cards:
