@@ -948,8 +948,6 @@ def _read_card(model_path: Path) -> dict:
 
 def open_image(path: str | os.PathLike):
     """Open an image file with Pillow and load its pixels; :class:`CAEError` if impossible."""
-    from PIL import Image, UnidentifiedImageError
-
     path = Path(path)
     if not path.exists():
         raise CAEError(f"Input file {path} does not exist.")
@@ -957,16 +955,24 @@ def open_image(path: str | os.PathLike):
         raise CAEError(f"Input {path} is not a file.")
     if path.stat().st_size == 0:
         raise CAEError(f"Input file {path} is empty (0 bytes).")
+    return _pillow_load(path, f"Input file {path}")
+
+
+def _pillow_load(source, what: str):
+    """Open ``source`` (a path or a file object) with Pillow and load its pixels; Pillow's
+    failures become one :class:`CAEError` that starts with ``what``."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        img = Image.open(path)
+        img = Image.open(source)
         img.load()
     except UnidentifiedImageError:
-        raise CAEError(f"Input file {path} is not an image Pillow can read "
-                       "(PNG, JPEG, BMP, GIF, WebP, ...).") from None
+        raise CAEError(f"{what} is not an image Pillow can read "
+                       "(PNG, JPEG, BMP, GIF, WebP, TIFF, ...).") from None
     except Image.DecompressionBombError as exc:
-        raise CAEError(f"Input image {path} is too large to open safely: {exc}") from None
+        raise CAEError(f"{what} is too large to open safely: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise CAEError(f"Input image {path} is damaged or truncated: {exc}") from None
+        raise CAEError(f"{what} is damaged or truncated: {exc}") from None
     return img
 
 
@@ -2589,25 +2595,6 @@ def photo_bd_table(rows, a: str = "cae", against=("jpeg", "webp", "avif"),
     return out
 
 
-def classic_at_bytes(image_u8: np.ndarray, fmt: str, max_bytes: int, qualities=range(0, 101)):
-    """The best ``fmt`` file of ``image_u8`` that is at most ``max_bytes`` long: the
-    highest quality setting that fits (file size grows with quality, so a binary search).
-    Returns ``{"quality", "bytes", "decoded"}`` or ``None`` if even the lowest setting is
-    bigger (the codec cannot go that small)."""
-    qs = list(qualities)
-    lo, hi, best = 0, len(qs) - 1, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        data = classic_encode(image_u8, fmt, qs[mid])
-        if len(data) <= max_bytes:
-            best, lo = (qs[mid], data), mid + 1
-        else:
-            hi = mid - 1
-    if best is None:
-        return None
-    return {"quality": best[0], "bytes": len(best[1]), "decoded": classic_decode(best[1])}
-
-
 def digit_codec_on_photo(image_u8: np.ndarray, quality: int) -> dict:
     """The MNIST-trained digit codec forced onto a photo: the photo is cut into 28x28
     tiles (edges repeated), each tile is coded as if it were a digit, and the tiles are
@@ -2626,6 +2613,18 @@ def digit_codec_on_photo(image_u8: np.ndarray, quality: int) -> dict:
     size = payload + 9
     return {"bytes": size, "bpp": 8.0 * size / image_u8.size, "decoded": dec,
             **photo_metrics(image_u8, dec)}
+
+
+def digit_codec_on_photos(images: dict, qualities=None) -> list[dict]:
+    """:func:`digit_codec_on_photo` on every photo, at every digit quality (default: all
+    shipped): one row per quality with the mean ``bytes``, ``bpp``, ``psnr_db`` and
+    ``ssim``, codec ``"mnist_cae_tiles"``, in the layout of :func:`photo_rate_distortion`."""
+    rows = []
+    for q in (available_qualities() if qualities is None else qualities):
+        per = [digit_codec_on_photo(img, q) for img in images.values()]
+        rows.append({"codec": "mnist_cae_tiles", "setting": q,
+                     **{k: float(np.mean([r[k] for r in per])) for k in ("bytes", "bpp", "psnr_db", "ssim")}})
+    return rows
 
 
 def cli_peak_memory(args: list[str], cwd=None, timeout: float = 1800) -> dict:
@@ -4334,7 +4333,7 @@ def jpeg_header_bytes(data: bytes) -> int:
 # lines and tests/test_app.py can check the numbers without a browser.
 
 #: Quality range searched for each classic format (Pillow's own ranges).
-APP_CLASSIC_QUALITIES = {"jpeg": (1, 100), "webp": (0, 100)}
+APP_CLASSIC_QUALITIES = {"jpeg": (1, 100), "webp": (0, 100), "avif": (0, 100)}
 
 #: The app's picker: MNIST test digits (by index) and photos shipped inside scikit-image.
 APP_MNIST_DIGITS = (0, 1, 2, 3, 4, 7)
@@ -4361,27 +4360,16 @@ def image_from_bytes(data: bytes, name: str = "the uploaded file") -> np.ndarray
     """
     import io
 
-    from PIL import Image, UnidentifiedImageError
-
     data = bytes(data)
     if not data:
         raise CAEError(f"{name} is empty (0 bytes): choose an image file (PNG, JPEG, WebP, ...).")
     if len(data) > APP_MAX_UPLOAD_BYTES:
         raise CAEError(f"{name} is {len(data):,} bytes; the app takes images up to "
                        f"{APP_MAX_UPLOAD_BYTES:,} bytes.")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            if img.width == 0 or img.height == 0:
-                raise CAEError(f"{name} has no pixels (width or height 0).")
-            gray = image_to_gray_array(img)
-    except UnidentifiedImageError:
-        raise CAEError(f"{name} is not an image Pillow can read ({len(data):,} bytes that are not "
-                       "PNG, JPEG, WebP, BMP, GIF or TIFF). Choose an image file.") from None
-    except Image.DecompressionBombError as exc:
-        raise CAEError(f"{name} is too large to open safely: {exc}") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise CAEError(f"{name} is a damaged or truncated image: {exc}") from None
+    with _pillow_load(io.BytesIO(data), name) as img:
+        if img.width == 0 or img.height == 0:
+            raise CAEError(f"{name} has no pixels (width or height 0).")
+        gray = image_to_gray_array(img)
     return np.round(gray * 255.0).astype(np.uint8)
 
 
@@ -4512,7 +4500,7 @@ def _classic_search(image: np.ndarray, fmt: str, max_bytes: int) -> tuple[dict |
 
 
 def classic_at_matched_size(image_u8_2d: np.ndarray, fmt: str, max_bytes: int) -> dict | None:
-    """The largest ``fmt`` file ("jpeg" or "webp") of the image that is not bigger than
+    """The largest ``fmt`` file ("jpeg", "webp" or "avif") of the image that is not bigger than
     ``max_bytes``, found by binary search on the quality; None if even the lowest quality
     makes a bigger file.
 

@@ -83,11 +83,7 @@ def main() -> int:
     rows = cu.photo_rate_distortion(images, keep_per_image=False)
     rd_seconds = time.perf_counter() - t0
     bd = {m: cu.photo_bd_table(rows, metric=m) for m in ("psnr_db", "ssim")}
-    digit = []
-    for q in cu.available_qualities():
-        per = [cu.digit_codec_on_photo(img, q) for img in images.values()]
-        digit.append({"codec": "mnist_cae_tiles", "setting": q,
-                      **{k: float(np.mean([p[k] for p in per])) for k in ("bytes", "bpp", "psnr_db", "ssim")}})
+    digit = cu.digit_codec_on_photos(images)
     large = large_image_check(args.large or (1024 if cu.QUICK else 4096), args.large_quality)
 
     print("\ncodec     setting    bpp     PSNR    SSIM")
