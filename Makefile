@@ -28,10 +28,11 @@ help:
 venv: $(STAMP)
 
 # The venv is made once and refreshed only when requirements.txt changes.
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cae-course)" >/dev/null
 	touch $(STAMP)
 

@@ -51,6 +51,7 @@ if ARGS is not None and ARGS.quick:
 
 sys.path.insert(0, str(HERE.parent))
 import cae_utils as cu  # noqa: E402
+from caecodec import fileio, metrics, modelio, photo_codec, photo_eval
 import numpy as np  # noqa: E402
 
 
@@ -58,12 +59,12 @@ def large_image_check(side: int, quality: int) -> dict:
     """Encode and decode a ``side`` x ``side`` photo mosaic through the command line."""
     from PIL import Image
 
-    image = cu.large_test_image(side)
+    image = photo_eval.large_test_image(side)
     with tempfile.TemporaryDirectory() as tmp:
         src, cae, back = Path(tmp) / "large.png", Path(tmp) / "large.cae", Path(tmp) / "back.png"
         Image.fromarray(image).save(src)
-        enc = cu.cli_peak_memory(["encode", src, cae, "--mode", "photo", "--quality", quality])
-        dec = cu.cli_peak_memory(["decode", cae, back])
+        enc = photo_eval.cli_peak_memory(["encode", src, cae, "--mode", "photo", "--quality", quality])
+        dec = photo_eval.cli_peak_memory(["decode", cae, back])
         decoded = np.asarray(Image.open(back))
         size = cae.stat().st_size
     return {"side": side, "quality": quality, "bytes": size, "bpp": 8.0 * size / image.size,
@@ -71,19 +72,19 @@ def large_image_check(side: int, quality: int) -> dict:
             "decode_seconds": dec["seconds"], "decode_peak_rss_mib": dec["peak_rss_mib"],
             "returncodes": [enc["returncode"], dec["returncode"]],
             "decoded_shape": list(decoded.shape), "exact_size": list(decoded.shape) == [side, side],
-            **{k: v for k, v in cu.photo_metrics(image, decoded).items()}}
+            **{k: v for k, v in metrics.photo_metrics(image, decoded).items()}}
 
 
 def main() -> int:
     args = ARGS or _parse_args([])
-    folder = Path(args.folder) if args.folder else cu.photo_eval_folder()
-    images = cu.load_photo_folder(folder, limit=4 if cu.QUICK else None)
-    print(f"{len(images)} photos from {folder}; photo qualities {cu.photo_qualities()}", flush=True)
+    folder = Path(args.folder) if args.folder else photo_eval.photo_eval_folder()
+    images = photo_eval.load_photo_folder(folder, limit=4 if cu.QUICK else None)
+    print(f"{len(images)} photos from {folder}; photo qualities {photo_codec.photo_qualities()}", flush=True)
     t0 = time.perf_counter()
-    rows = cu.photo_rate_distortion(images, keep_per_image=False)
+    rows = photo_eval.photo_rate_distortion(images, keep_per_image=False)
     rd_seconds = time.perf_counter() - t0
-    bd = {m: cu.photo_bd_table(rows, metric=m) for m in ("psnr_db", "ssim")}
-    digit = cu.digit_codec_on_photos(images)
+    bd = {m: photo_eval.photo_bd_table(rows, metric=m) for m in ("psnr_db", "ssim")}
+    digit = photo_eval.digit_codec_on_photos(images)
     large = large_image_check(args.large or (1024 if cu.QUICK else 4096), args.large_quality)
 
     print("\ncodec     setting    bpp     PSNR    SSIM")
@@ -104,16 +105,16 @@ def main() -> int:
         "benchmark": "photo_rate_distortion", "quick": cu.QUICK,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": cu.library_versions(), "folder": str(folder), "images": len(images),
+        "versions": modelio.library_versions(), "folder": str(folder), "images": len(images),
         "image_names": list(images), "rd_seconds": rd_seconds, "rows": rows,
         "bd": bd, "mnist_codec_on_photos": digit, "large_image": large,
-        "photo_models": {q: cu._read_card(cu.photo_model_path(q)).get("total_train_seconds")
-                         for q in cu.photo_qualities()},
+        "photo_models": {q: fileio.read_card(photo_codec.photo_model_path(q)).get("total_train_seconds")
+                         for q in photo_codec.photo_qualities()},
     }
     out = Path(args.out) if args.out else (HERE / "results" / ("quick" if cu.QUICK else "") /
                                             "photo_rate_distortion.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    cu._atomic_write_bytes(out, (json.dumps(cu._finite_or_str(result), indent=1) + "\n").encode())
+    fileio.atomic_write_bytes(out, (json.dumps(fileio.finite_or_str(result), indent=1) + "\n").encode())
     print(f"wrote {out}")
     return 0
 

@@ -7,7 +7,7 @@ data:
 
 * **original**: the 2018 seed CAE with its recipe (summed squared error, batches of 8,
   Adam 1e-3), trained for as many steps as it needs;
-* **improved**: the improved CAE with ``cae_utils.IMPROVED_RECIPE`` (per-pixel MSE,
+* **improved**: the improved CAE with ``training.IMPROVED_RECIPE`` (per-pixel MSE,
   batch 128, Adam 2e-3 with warm-up and cosine decay over its 5 epochs).
 
 Training pauses every ``--eval-every-images`` training images (the same for both recipes;
@@ -67,14 +67,15 @@ if ARGS is not None and ARGS.quick:
 
 sys.path.insert(0, str(HERE.parent))
 import cae_utils as cu  # noqa: E402
+from caecodec import fileio, modelio, models, training
 from cae_utils import keras  # noqa: E402
 
-#: The two contestants: (builder, settings for cae_utils.train_autoencoder).
+#: The two contestants: (builder, settings for training.train_autoencoder).
 RECIPES = {
-    "original": (cu.build_seed_cae,
-                 {**{k: v for k, v in cu.SEED_RECIPE.items() if k != "steps"},
-                  "epochs": cu.EPOCH_RANGE[1], "schedule": False}),
-    "improved": (cu.build_improved_cae, {**cu.IMPROVED_RECIPE, "schedule": True}),
+    "original": (models.build_seed_cae,
+                 {**{k: v for k, v in training.SEED_RECIPE.items() if k != "steps"},
+                  "epochs": training.EPOCH_RANGE[1], "schedule": False}),
+    "improved": (models.build_improved_cae, {**training.IMPROVED_RECIPE, "schedule": True}),
 }
 HISTORY_COLUMNS = ["step", "images_seen", "train_seconds", "train_cpu_seconds",
                    "test_sse_per_8", "test_psnr_db"]
@@ -109,7 +110,7 @@ class RaceClock(keras.callbacks.Callback):
         self.train_seconds += time.perf_counter() - self._mark
         self.train_cpu_seconds += time.process_time() - self._cpu_mark
         t0 = time.perf_counter()
-        m = cu.reconstruction_metrics(self.x_test, cu.reconstruct(self.model, self.x_test))
+        m = cu.reconstruction_metrics(self.x_test, modelio.reconstruct(self.model, self.x_test))
         self.eval_seconds += time.perf_counter() - t0
         row = [self.steps, self.steps * self.batch_size, round(self.train_seconds, 3),
                round(self.train_cpu_seconds, 3), m["sse_per_8"], m["psnr_db"]]
@@ -146,7 +147,7 @@ def race_one(name, x_train, x_test, *, targets, eval_every_images, budget_second
     autoencoder = build()[0]
     clock = RaceClock(x_test, settings["batch_size"], targets,
                       max(1, eval_every_images // settings["batch_size"]), budget_seconds)
-    result = cu.train_autoencoder(autoencoder, x_train, callbacks=[clock], seed=seed, **settings)
+    result = training.train_autoencoder(autoencoder, x_train, callbacks=[clock], seed=seed, **settings)
     last = dict(zip(HISTORY_COLUMNS, clock.history[-1]))
     per_target = {}
     for target in targets:
@@ -174,7 +175,7 @@ def race_one(name, x_train, x_test, *, targets, eval_every_images, budget_second
 def _atomic_write(path: Path, text: str) -> None:
     """Write the JSON report atomically (cae_utils' writer: temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cu._atomic_write_bytes(path, text.encode())
+    fileio.atomic_write_bytes(path, text.encode())
 
 
 def _fmt(value, spec):
@@ -183,7 +184,7 @@ def _fmt(value, spec):
 
 def main(args) -> int:
     targets = args.targets or ([400.0, 300.0] if cu.QUICK
-                               else [cu.ORIGINAL_REPORTED_LOSS[0], cu.ORIGINAL_TARGET_LOSS])
+                               else [training.ORIGINAL_REPORTED_LOSS[0], training.ORIGINAL_TARGET_LOSS])
     budget_minutes = args.budget_minutes if args.budget_minutes is not None else (0.5 if cu.QUICK else 15.0)
     out = Path(args.out) if args.out else HERE / "results" / ("quick" if cu.QUICK else "") / "race_original.json"
     (x_train, _), (x_test, _) = cu.load_mnist()
@@ -248,7 +249,7 @@ def main(args) -> int:
                     "processor": platform.machine(),
                     "load_average_1min_before": round(load_before[0], 2),
                     "load_average_1min_after": round(os.getloadavg()[0], 2)},
-        "versions": cu.library_versions(),
+        "versions": modelio.library_versions(),
         "note": ("Wall-clock times on a shared machine: other jobs running at the same time "
                  "inflate them (see the load averages); the CPU times (all threads of this "
                  "process) are disturbed much less. Compare the two recipes of one run, not "

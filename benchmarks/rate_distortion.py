@@ -63,12 +63,13 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 
 import cae_utils as cu  # noqa: E402
+from caecodec import bdrate, classic, codec_training, compare, digit_codec, fileio, modelio, pca as pca_codec
 
 
 def _atomic_write(path: Path, text: str) -> None:
     """Write the JSON report atomically (cae_utils' writer: temporary file, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    cu._atomic_write_bytes(path, text.encode())
+    fileio.atomic_write_bytes(path, text.encode())
 
 
 def cli_timing(digit_u8: np.ndarray, quality: int, repeats: int) -> dict:
@@ -100,7 +101,7 @@ def cli_timing(digit_u8: np.ndarray, quality: int, repeats: int) -> dict:
 
 
 def _extra_versions() -> dict:
-    """Versions of the libraries this benchmark adds to cu.library_versions()'s list."""
+    """Versions of the libraries this benchmark adds to modelio.library_versions()'s list."""
     from importlib.metadata import version
 
     return {name: version(name) for name in ("constriction", "scikit-image", "scipy")}
@@ -117,36 +118,36 @@ def main(args) -> int:
     out = Path(args.out) if args.out else HERE / "results" / ("quick" if cu.QUICK else "") / "rate_distortion.json"
     (x_train, y_train), (x_test, y_test) = cu.load_mnist()
     x_test_u8 = cu.to_uint8_images(x_test)
-    qualities = cu.available_qualities()
-    missing = sorted(set(cu.QUALITY_LAMBDAS) - set(qualities))
+    qualities = digit_codec.available_qualities()
+    missing = sorted(set(digit_codec.QUALITY_LAMBDAS) - set(qualities))
     load_before = os.getloadavg()
     print(f"{cu.mode_banner()}\nLearned-codec qualities found: {qualities}"
           + (f" (MISSING: {missing})" if missing else ""), flush=True)
 
     epochs = args.classifier_epochs or (12 if cu.QUICK else 3)
     t0 = time.perf_counter()
-    classifier = cu.train_digit_classifier(x_train, y_train, epochs=epochs)
-    clean_accuracy = cu.classifier_accuracy(classifier, x_test_u8, y_test)
+    classifier = codec_training.train_digit_classifier(x_train, y_train, epochs=epochs)
+    clean_accuracy = compare.classifier_accuracy(classifier, x_test_u8, y_test)
     classifier_seconds = time.perf_counter() - t0
     print(f"digit classifier: {epochs} epochs on {len(x_train):,} digits in {classifier_seconds:.0f} s; "
           f"{clean_accuracy:.2%} on the clean test digits", flush=True)
 
     t0 = time.perf_counter()
-    pca = cu.fit_pca(x_train)
-    pca_codecs = [cu.PCACodec(pca, k, step) for k, step in cu.PCA_SETTINGS]
+    pca = pca_codec.fit_pca(x_train)
+    pca_codecs = [pca_codec.PCACodec(pca, k, step) for k, step in pca_codec.PCA_SETTINGS]
     print(f"PCA fitted and {len(pca_codecs)} code-table sets built in {time.perf_counter() - t0:.0f} s",
           flush=True)
 
     avif_images = 100 if cu.QUICK else 500
     print(f"\nMeasuring every codec on {len(x_test_u8):,} test digits (AVIF: first {avif_images}):", flush=True)
-    rows = cu.rate_distortion_rows(
+    rows = compare.rate_distortion_rows(
         x_test_u8, y_test, classifier, qualities=qualities, pca_codecs=pca_codecs,
         avif_images=avif_images,
         progress=lambda r: print(f"  {r['codec']:<15} {str(r['setting']):>13}: {r['mean_bytes']:7.1f} B "
                                  f"{r['psnr_db']:6.2f} dB ({r['seconds']:.1f} s)", flush=True))
-    print("\n" + cu.rd_table_text(rows))
+    print("\n" + compare.rd_table_text(rows))
 
-    bd = cu.bd_table(rows, "cae", ("webp", "jpeg", "pca", "avif"))
+    bd = compare.bd_table(rows, "cae", ("webp", "jpeg", "pca", "avif"))
     print("\nBjontegaard deltas of the learned codec (cubic fit; pchip check in brackets):")
     for other, res in bd.items():
         ov = res["psnr_overlap_db"]
@@ -155,16 +156,16 @@ def main(args) -> int:
               f"[{_fmt(res['pchip']['bd_psnr_db'], '+.2f')}]  "
               + (f"over {ov[0]:.1f}-{ov[1]:.1f} dB" if ov else f"({res['reason']})"))
 
-    matched = {b: cu.matched_size_table(rows, cu.MATCHED_SIZES, "cae", b) for b in ("webp", "pca")}
+    matched = {b: bdrate.matched_size_table(rows, bdrate.MATCHED_SIZES, "cae", b) for b in ("webp", "pca")}
     print("\nPSNR at matched sizes (interpolated along each codec's measured points):")
     print(f"  {'bytes':>6} {'CAE':>7} {'WebP':>7} {'diff':>7}  {'PCA':>7}   note")
     for mw, mp in zip(matched["webp"], matched["pca"]):
         print(f"  {mw['bytes']:>6} {_fmt(mw['psnr_cae'], '7.2f')} {_fmt(mw['psnr_webp'], '7.2f')} "
               f"{_fmt(mw['difference_db'], '+7.2f')}  {_fmt(mp['psnr_pca'], '7.2f')}   {mw['note']}")
 
-    readable = {c: cu.smallest_row(rows, c, cu.READABLE_ACCURACY) for c in ("cae", "webp", "jpeg", "pca")}
-    webp_min = cu.smallest_row(rows, "webp")
-    print(f"\nSmallest readable files (classifier accuracy >= {cu.READABLE_ACCURACY:.0%}; clean digits "
+    readable = {c: compare.smallest_row(rows, c, compare.READABLE_ACCURACY) for c in ("cae", "webp", "jpeg", "pca")}
+    webp_min = compare.smallest_row(rows, "webp")
+    print(f"\nSmallest readable files (classifier accuracy >= {compare.READABLE_ACCURACY:.0%}; clean digits "
           f"{clean_accuracy:.2%}):")
     for c, r in readable.items():
         print(f"  {c:<5} " + (f"{r['setting']!s:>13}: {r['mean_bytes']:.1f} B at {r['accuracy']:.1%}"
@@ -175,7 +176,7 @@ def main(args) -> int:
     print(f"\nThroughput: compress + decompress of all {len(x_test):,} test digits in one batch:")
     throughput = {}
     for q in qualities:
-        throughput[q] = cu.codec_throughput(cu.load_codec(q), x_test)
+        throughput[q] = compare.codec_throughput(digit_codec.load_codec(q), x_test)
         t = throughput[q]
         print(f"  q{q}: {t['seconds']:6.2f} s ({t['encode_seconds']:.2f} encode + {t['decode_seconds']:.2f} "
               f"decode) = {t['images_per_second']:,.0f} digits/s", flush=True)
@@ -188,7 +189,7 @@ def main(args) -> int:
               f"{cli['decode_median_seconds']:.2f} s (each a fresh Python process: mostly importing "
               "TensorFlow and loading the model)")
 
-    bars = cu.rd_bars(rows, bd, matched["webp"], throughput, full_test_images=10_000)
+    bars = compare.rd_bars(rows, bd, matched["webp"], throughput, full_test_images=10_000)
     print("\nThe issue's bars:")
     for b in bars:
         print(f"  [{'MET ' if b['met'] else 'MISS'}] {b['bar']}: {b['evidence']}")
@@ -201,15 +202,15 @@ def main(args) -> int:
         "qualities": qualities, "missing_qualities": missing,
         "classifier": {"epochs": epochs, "clean_test_accuracy": clean_accuracy,
                        "seconds": round(classifier_seconds, 1), "parameters": int(classifier.count_params())},
-        "avif_images": avif_images if cu.avif_supported() else None,
-        "classic_settings": cu.CLASSIC_FORMATS,
-        "pca_settings": [list(s) for s in cu.PCA_SETTINGS],
-        "rows": [cu.rd_summary(r) for r in rows],
-        "pca_pareto_settings": [r["setting"] for r in cu.pareto_rows(rows, "pca")],
+        "avif_images": avif_images if classic.avif_supported() else None,
+        "classic_settings": classic.CLASSIC_FORMATS,
+        "pca_settings": [list(s) for s in pca_codec.PCA_SETTINGS],
+        "rows": [compare.rd_summary(r) for r in rows],
+        "pca_pareto_settings": [r["setting"] for r in bdrate.pareto_rows(rows, "pca")],
         "bd": bd,
         "matched_sizes": matched,
-        "smallest_readable": {c: (cu.rd_summary(r) if r else None) for c, r in readable.items()},
-        "webp_smallest_file": cu.rd_summary(webp_min),
+        "smallest_readable": {c: (compare.rd_summary(r) if r else None) for c, r in readable.items()},
+        "webp_smallest_file": compare.rd_summary(webp_min),
         "throughput": {str(q): t for q, t in throughput.items()},
         "cli": cli,
         "bars": bars,
@@ -219,12 +220,12 @@ def main(args) -> int:
                     "processor": platform.machine(),
                     "load_average_1min_before": round(load_before[0], 2),
                     "load_average_1min_after": round(os.getloadavg()[0], 2)},
-        "versions": {**cu.library_versions(), **_extra_versions()},
+        "versions": {**modelio.library_versions(), **_extra_versions()},
         "note": ("Times are wall-clock on a shared machine; the load averages show how busy it was. "
                  "Bytes and quality do not depend on the load."),
         "produced_by": "benchmarks/rate_distortion.py",
     }
-    _atomic_write(out, json.dumps(cu._finite_or_str(report), indent=2, allow_nan=False) + "\n")
+    _atomic_write(out, json.dumps(fileio.finite_or_str(report), indent=2, allow_nan=False) + "\n")
     print(f"\nwrote {out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out} "
           f"in {time.time() - started:.0f} s")
     return 0

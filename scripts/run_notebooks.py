@@ -22,6 +22,7 @@ from nbclient.exceptions import CellExecutionError
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 sys.path.insert(0, str(ROOT))
+from caecodec import fileio
 
 
 def run_notebook(path: Path, timeout: int = 3600) -> float:
@@ -63,7 +64,7 @@ def record_times(times: dict, mode: str) -> None:
     path = cu.RESULTS_DIR / "run_times.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
     old.update({"mode": mode, "cpus": os.cpu_count(), "seconds": {**old.get("seconds", {}), **times}})
-    cu._atomic_write_bytes(path, (json.dumps(old, indent=1, sort_keys=True) + "\n").encode())
+    fileio.atomic_write_bytes(path, (json.dumps(old, indent=1, sort_keys=True) + "\n").encode())
 
 
 def main(argv: list[str]) -> int:

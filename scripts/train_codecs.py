@@ -2,9 +2,9 @@
 
     python scripts/train_codecs.py --qualities 6 5 4 --epochs 6 [--init-from 6] [--force]
 
-Each quality is a rate-distortion CAE (cae_utils.build_rd_cae) trained with
-cae_utils.train_rd_cae for bits/784 + lambda * MSE_255 (lambda from
-cae_utils.QUALITY_LAMBDAS) on the 60,000 MNIST training images. With --chain, each
+Each quality is a rate-distortion CAE (models.build_rd_cae) trained with
+codec_training.train_rd_cae for bits/784 + lambda * MSE_255 (lambda from
+digit_codec.QUALITY_LAMBDAS) on the 60,000 MNIST training images. With --chain, each
 quality after the first starts from the weights of the one before it (fine-tuning to
 a new lambda is much faster than training from scratch). Metrics on the 10,000 test
 images, measured through real bytes, go into each model's JSON card.
@@ -20,16 +20,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cae_utils as cu  # noqa: E402
+from caecodec import codec_training, digit_codec, modelio, models
 
 
 def evaluate(quality: int, x_test: np.ndarray) -> dict:
     """Real-bytes metrics of the saved codec ``quality`` on ``x_test``."""
-    cu._CODEC_CACHE.clear()
-    codec = cu.load_codec(quality)
+    modelio.CODEC_CACHE.clear()
+    codec = digit_codec.load_codec(quality)
     files = codec.compress(x_test)
     rec = codec.decompress(files)
     sizes = np.array([len(f) for f in files])
-    est = codec.estimate_bits(codec.quantize(cu.encode_digits(codec.encoder, x_test))) / 8
+    est = codec.estimate_bits(codec.quantize(modelio.encode_digits(codec.encoder, x_test))) / 8
     m = cu.reconstruction_metrics(x_test, rec)
     return {"mean_bytes": float(sizes.mean()), "estimated_payload_bytes": float(est.mean()),
             "psnr_db": m["psnr_db"], "mse": m["mse"], "images": len(x_test)}
@@ -50,17 +51,17 @@ def main(argv=None) -> int:
     (x_train, _), (x_test, _) = cu.load_mnist()
     previous, previous_lineage = None, []
     if args.init_from is not None:
-        previous, _, _, init_card = cu.load_model(cu.rd_model_path(args.init_from))
+        previous, _, _, init_card = modelio.load_model(digit_codec.rd_model_path(args.init_from))
         previous_lineage = init_card.get("lineage", [])
     for i, q in enumerate(args.qualities):
-        lam = cu.QUALITY_LAMBDAS[q]
-        trainer, enc, dec, prior = cu.build_rd_cae(args.channels, args.width)
+        lam = digit_codec.QUALITY_LAMBDAS[q]
+        trainer, enc, dec, prior = models.build_rd_cae(args.channels, args.width)
         epochs = args.epochs
         if previous is not None:
             trainer.set_weights(previous.get_weights())
             epochs = args.chain_epochs
         t0 = time.perf_counter()
-        r = cu.train_rd_cae(trainer, x_train, lam, epochs=epochs, batch_size=args.batch_size,
+        r = codec_training.train_rd_cae(trainer, x_train, lam, epochs=epochs, batch_size=args.batch_size,
                             verbose=2)
         card = {"data": f"MNIST: {len(x_train)} training images; metrics on {len(x_test)} test images",
                 "lambda": lam, "epochs": epochs, "batch_size": args.batch_size,
@@ -74,9 +75,9 @@ def main(argv=None) -> int:
             "warm_start_from": card["warm_start_from"]}]
         card["total_epochs"] = sum(stage["epochs"] for stage in card["lineage"])
         card["total_train_seconds"] = round(sum(stage["train_seconds"] for stage in card["lineage"]), 1)
-        cu.save_codec(trainer, enc, dec, prior, q, card, overwrite=args.force)
+        digit_codec.save_codec(trainer, enc, dec, prior, q, card, overwrite=args.force)
         card["test"] = evaluate(q, x_test)
-        path = cu.update_model_card(cu.rd_model_path(q), test=card["test"])
+        path = modelio.update_model_card(digit_codec.rd_model_path(q), test=card["test"])
         print(f"quality {q} (lambda {lam}): {card['test']['mean_bytes']:.1f} B, "
               f"{card['test']['psnr_db']:.2f} dB, trained {r['seconds']:.0f} s "
               f"({time.perf_counter() - t0:.0f} s with evaluation) -> {path}", flush=True)

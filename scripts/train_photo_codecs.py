@@ -2,15 +2,15 @@
 
     python scripts/train_photo_codecs.py --qualities 1 2 3 4 5 6 --steps 2000 [--force]
 
-Each quality is a fully convolutional rate-distortion CAE (cae_utils.build_photo_cae,
+Each quality is a fully convolutional rate-distortion CAE (models.build_photo_cae,
 an 8x8 stride-8 convolution started from the DCT plus a deblocking decoder)
-trained by cae_utils.train_photo_cae for bits per pixel + lambda * MSE_255 (lambda from
-cae_utils.PHOTO_QUALITY_LAMBDAS) on random 128x128 crops of the photos listed in
-cae_utils.PHOTO_TRAINING_IMAGES. With --init-from, a quality starts from the weights of
+trained by codec_training.train_photo_cae for bits per pixel + lambda * MSE_255 (lambda from
+photo_codec.PHOTO_QUALITY_LAMBDAS) on random 128x128 crops of the photos listed in
+photo_codec.PHOTO_TRAINING_IMAGES. With --init-from, a quality starts from the weights of
 an already trained one (fine-tuning to a new lambda is much faster than starting over);
 the model card records every stage and its wall time, so the whole cost of a quality
 can be read off. After training, the table of DC prediction residuals is counted on the
-same training photos (cae_utils.add_dc_prediction). The evaluation photos (Kodak) are never used for training; they only
+same training photos (codec_training.add_dc_prediction). The evaluation photos (Kodak) are never used for training; they only
 give each card its test metrics, measured through real bytes.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cae_utils as cu  # noqa: E402
+from caecodec import codec_training, modelio, models, photo_codec, photo_eval
 
 
 def main(argv=None) -> int:
@@ -38,43 +39,43 @@ def main(argv=None) -> int:
     ap.add_argument("--patch", type=int, default=128)
     ap.add_argument("--filters", type=int, default=32, help="width of the decoder's deblocking CNN")
     ap.add_argument("--gain", type=float, default=None,
-                    help="initial DCT gain (default: cae_utils.PHOTO_QUALITY_GAINS[quality])")
+                    help="initial DCT gain (default: photo_codec.PHOTO_QUALITY_GAINS[quality])")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--dc-only", action="store_true",
                     help="do not train: only (re)count the DC prediction tables of --qualities "
                          "and re-measure their cards")
     args = ap.parse_args(argv)
-    images = cu.photo_training_images()
+    images = codec_training.photo_training_images()
     pixels = sum(a.size for a in images.values())
     print(f"training photos: {len(images)} ({pixels:,} pixels): {', '.join(images)}", flush=True)
     init, init_lineage = None, []
     if args.init_from is not None:
-        init, _, _, init_card = cu.load_model(cu.photo_model_path(args.init_from))
+        init, _, _, init_card = modelio.load_model(photo_codec.photo_model_path(args.init_from))
         init_lineage = init_card.get("lineage", [])
-    eval_images = cu.load_photo_folder(cu.photo_eval_folder()) if cu.photo_eval_folder() else None
+    eval_images = photo_eval.load_photo_folder(photo_eval.photo_eval_folder()) if photo_eval.photo_eval_folder() else None
     if args.dc_only:
         for q in args.qualities:
-            cu.add_dc_prediction(q, images)
+            codec_training.add_dc_prediction(q, images)
             msg = f"quality {q}: DC prediction table added"
             if eval_images:
-                m = cu.measure_photo_codec(cu.load_photo_codec(q), eval_images)
-                cu.update_model_card(cu.photo_model_path(q), dc_prediction=True,
+                m = photo_eval.measure_photo_codec(photo_codec.load_photo_codec(q), eval_images)
+                modelio.update_model_card(photo_codec.photo_model_path(q), dc_prediction=True,
                                      test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
                                                              "estimated_bpp", "folder")})
                 msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
             print(msg, flush=True)
         return 0
     for q in args.qualities:
-        lam = cu.PHOTO_QUALITY_LAMBDAS[q]
-        gain = args.gain or cu.PHOTO_QUALITY_GAINS[q]
-        trainer, enc, dec, prior = cu.build_photo_cae(gain, args.filters, args.patch)
+        lam = photo_codec.PHOTO_QUALITY_LAMBDAS[q]
+        gain = args.gain or photo_codec.PHOTO_QUALITY_GAINS[q]
+        trainer, enc, dec, prior = models.build_photo_cae(gain, args.filters, args.patch)
         lr = args.lr or (5e-4 if init is not None else 1e-3)
         if init is not None:
             trainer.set_weights(init.get_weights())
-        patches = cu.photo_patches(images, args.steps * args.batch_size, args.patch,
+        patches = codec_training.photo_patches(images, args.steps * args.batch_size, args.patch,
                                    seed=args.seed * 1000 + q)
-        r = cu.train_photo_cae(trainer, patches, lam, steps=args.steps, batch_size=args.batch_size,
+        r = codec_training.train_photo_cae(trainer, patches, lam, steps=args.steps, batch_size=args.batch_size,
                                learning_rate=lr, seed=args.seed + q, verbose=2,
                                log_every=max(args.steps // 10, 1))
         stage = {"quality": q, "lambda": lam, "initial_gain": gain, "steps": args.steps, "batch_size": args.batch_size,
@@ -91,13 +92,13 @@ def main(argv=None) -> int:
                 "total_train_seconds": round(sum(s["train_seconds"] for s in lineage), 1),
                 "history": {k: [float(v) for v in vals] for k, vals in r["history"].items()},
                 "produced_by": "scripts/train_photo_codecs.py"}
-        path = cu.save_photo_codec(trainer, prior, q, card, overwrite=args.force)
-        cu.add_dc_prediction(q, images)  # DC residual table, counted on the training photos
+        path = photo_codec.save_photo_codec(trainer, prior, q, card, overwrite=args.force)
+        codec_training.add_dc_prediction(q, images)  # DC residual table, counted on the training photos
         msg = f"quality {q} (lambda {lam}): trained {r['seconds']:.0f} s"
         if eval_images:
-            cu._CODEC_CACHE.clear()
-            m = cu.measure_photo_codec(cu.load_photo_codec(q), eval_images)
-            cu.update_model_card(path, dc_prediction=True, test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
+            modelio.CODEC_CACHE.clear()
+            m = photo_eval.measure_photo_codec(photo_codec.load_photo_codec(q), eval_images)
+            modelio.update_model_card(path, dc_prediction=True, test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
                                                                "estimated_bpp", "folder")})
             msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
         print(msg + f" -> {path}", flush=True)

@@ -35,11 +35,11 @@ def f1(x, unit=""):
 
 def training_section() -> list[str]:
     out = []
-    card = load("models/improved_cae.json")
+    card = load("caecodec/models/improved_cae.json")
     nb3 = load("results/03_training.json")
     if card:
         t = card["test"]
-        out.append(f"**Improved CAE** (shipped `models/improved_cae.keras`, {card['parameters']:,} "
+        out.append(f"**Improved CAE** (shipped `caecodec/models/improved_cae.keras`, {card['parameters']:,} "
                    f"parameters, 128-number latent): test PSNR **{t['psnr_db']:.2f} dB**, MSE "
                    f"{t['mse']:.5f}, {t['sse_per_8']:.1f} in the 2018 unit (sum of squared error "
                    f"over 8 digits; the original reported 100-120), trained in "
@@ -158,10 +158,10 @@ def photo_section() -> list[str]:
                 [f"a {lg['side']}x{lg['side']} image within 4 GiB of peak memory",
                  "yes" if peak <= 4096 and lg["exact_size"] else "**no**",
                  f"{peak:,.0f} MiB at most (encode and decode), exact size: {lg['exact_size']}"]])]
-    cards = [load(f"models/photo_q{q}.json") for q in ph.get("photo_models", {})]
+    cards = [load(f"caecodec/models/photo_q{q}.json") for q in ph.get("photo_models", {})]
     cards = [c for c in cards if c]
     if cards:
-        out += ["", "Photo models (`models/photo_q*.keras`, "
+        out += ["", "Photo models (`caecodec/models/photo_q*.keras`, "
                 f"{cards[0]['parameters']:,} weights each): trained on scikit-image's photos in "
                 + ", ".join(f"q{c['quality']} {c['total_train_seconds']:.0f} s" for c in cards)
                 + " on 2 CPU cores."]

@@ -27,6 +27,7 @@ if str(PROJECT_ROOT) not in sys.path:
 os.environ.setdefault("MPLBACKEND", "Agg")  # figures without a display
 
 import cae_utils  # noqa: E402
+from caecodec import paths  # noqa: E402
 
 # The four file names, written out here rather than taken from cae_utils, so that a
 # renamed constant in the module is caught by the tests.
@@ -195,6 +196,6 @@ def no_mnist_sources(monkeypatch, tmp_path):
     data_dir = tmp_path / "empty_data"
     (data_dir / "mnist").mkdir(parents=True)
     monkeypatch.delenv("CAE_MNIST_DIR", raising=False)
-    monkeypatch.setattr(cae_utils, "DATA_DIR", data_dir)
+    monkeypatch.setattr(paths, "DATA_DIR", data_dir)
     monkeypatch.setattr(keras.datasets.mnist, "load_data", offline_load_data)
     return calls

@@ -25,6 +25,8 @@ import pytest
 from PIL import Image
 
 import cae_utils as cu
+from caecodec import paths
+from caecodec import cli, codec_training, digit_codec, entropy, formats, images, keras_layers, modelio, models
 
 QUALITY = 3          # the quality the tiny test codec is built and saved as
 HEADER_28 = 7        # magic/version, quality, model byte, 28, 28, CRC-16 (2 bytes)
@@ -109,12 +111,12 @@ def digits(mnist_quick) -> np.ndarray:
 def small(mnist_quick):
     """A 7x7x4 rate-distortion CAE trained for 32 steps, and its LearnedCodec."""
     cu.set_seed(3)
-    trainer, encoder, decoder, prior = cu.build_rd_cae(channels=4, width=16)
-    cu.train_rd_cae(trainer, mnist_quick[0][:512], cu.QUALITY_LAMBDAS[QUALITY], epochs=1,
+    trainer, encoder, decoder, prior = models.build_rd_cae(channels=4, width=16)
+    codec_training.train_rd_cae(trainer, mnist_quick[0][:512], digit_codec.QUALITY_LAMBDAS[QUALITY], epochs=1,
                     batch_size=16, learning_rate=3e-3, seed=3)
-    tables = cu.build_code_tables(prior)
-    fingerprint = cu.model_fingerprint(trainer)
-    codec = cu.LearnedCodec(encoder, decoder, tables, quality=QUALITY, fingerprint=fingerprint)
+    tables = keras_layers.build_code_tables(prior)
+    fingerprint = modelio.model_fingerprint(trainer)
+    codec = digit_codec.LearnedCodec(encoder, decoder, tables, quality=QUALITY, fingerprint=fingerprint)
     return types.SimpleNamespace(trainer=trainer, encoder=encoder, decoder=decoder, prior=prior,
                                  tables=tables, fingerprint=fingerprint, codec=codec)
 
@@ -129,8 +131,8 @@ def saved(small, tmp_path_factory) -> Path:
     """``save_codec`` of the tiny codec into a temporary models folder; returns the .keras path."""
     folder = tmp_path_factory.mktemp("rd_models")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cu, "MODELS_DIR", folder)
-        path = cu.save_codec(small.trainer, small.encoder, small.decoder, small.prior, QUALITY,
+        mp.setattr(paths, "MODELS_DIR", folder)
+        path = digit_codec.save_codec(small.trainer, small.encoder, small.decoder, small.prior, QUALITY,
                              {"purpose": "test_learned_codec"})
     return path
 
@@ -138,7 +140,7 @@ def saved(small, tmp_path_factory) -> Path:
 @pytest.fixture
 def models_dir(saved, monkeypatch) -> Path:
     """``cu.MODELS_DIR`` pointed at the temporary models folder."""
-    monkeypatch.setattr(cu, "MODELS_DIR", saved.parent)
+    monkeypatch.setattr(paths, "MODELS_DIR", saved.parent)
     return saved.parent
 
 
@@ -146,7 +148,7 @@ def models_dir(saved, monkeypatch) -> Path:
 def fresh_cache(monkeypatch) -> dict:
     """An empty ``load_codec`` cache for the duration of one test."""
     cache: dict = {}
-    monkeypatch.setattr(cu, "_CODEC_CACHE", cache)
+    monkeypatch.setattr(modelio, "CODEC_CACHE", cache)
     return cache
 
 
@@ -164,12 +166,12 @@ def test_symbols_roundtrip_on_200_digits(small, digits):
 def test_compress_unpack_uncode_gives_back_the_quantized_latents(small, digits, small_files):
     codec, t = small.codec, small.tables
     # The quantizer's formula, written out here: round(y - median) - offset, clipped.
-    y = np.asarray(cu.encode_digits(small.encoder, digits), np.float64)
+    y = np.asarray(modelio.encode_digits(small.encoder, digits), np.float64)
     expected = np.clip(np.round(y - t["medians"]) - t["offsets"], 0, t["sizes"] - 1).astype(np.int32)
     np.testing.assert_array_equal(codec.quantize(y), expected)
     assert len(small_files) == N_DIGITS
     for i, data in enumerate(small_files):
-        quality, model_byte, h, w, payload = cu.unpack_v1(data, small.fingerprint)
+        quality, model_byte, h, w, payload = formats.unpack_v1(data, small.fingerprint)
         assert (quality, model_byte, h, w) == (QUALITY, small.fingerprint[0], 28, 28)
         np.testing.assert_array_equal(codec._uncode(payload), expected[i], err_msg=f"digit {i}")
 
@@ -197,8 +199,8 @@ def test_adversarial_symbols_roundtrip_through_the_bytes(small):
     files = []
     for name, symbols in cases.items():
         assert symbols.min() >= 0 and np.all(symbols < codec.sizes), name
-        data = cu.pack_v1(QUALITY, small.fingerprint, 28, 28, codec._code(symbols))
-        payload = cu.unpack_v1(data, small.fingerprint, expect_quality=QUALITY)[4]
+        data = formats.pack_v1(QUALITY, small.fingerprint, 28, 28, codec._code(symbols))
+        payload = formats.unpack_v1(data, small.fingerprint, expect_quality=QUALITY)[4]
         np.testing.assert_array_equal(codec._uncode(payload), symbols, err_msg=name)
         files.append(data)
     # ... and every one of them decodes to a valid image.
@@ -273,7 +275,7 @@ def test_code_tables_are_valid_probability_tables(small):
 
 
 def test_build_code_tables_is_deterministic(small):
-    again, third = cu.build_code_tables(small.prior), cu.build_code_tables(small.prior)
+    again, third = keras_layers.build_code_tables(small.prior), keras_layers.build_code_tables(small.prior)
     for key in ("medians", "offsets", "pmfs", "sizes"):
         np.testing.assert_array_equal(again[key], small.tables[key], err_msg=key)
         np.testing.assert_array_equal(third[key], small.tables[key], err_msg=key)
@@ -283,7 +285,7 @@ def test_build_code_tables_is_deterministic(small):
 def test_code_tables_agree_with_the_trained_prior_layer(small, digits):
     """The float64 tables are the Keras prior's own likelihoods of the quantized values."""
     codec = small.codec
-    symbols = codec.quantize(cu.encode_digits(small.encoder, digits[:50]))
+    symbols = codec.quantize(modelio.encode_digits(small.encoder, digits[:50]))
     lik = np.asarray(small.prior(codec.dequantize(symbols)), np.float64)
     pmf = np.stack([np.asarray(codec.pmfs[c], np.float64)[symbols[..., c]] for c in range(4)], -1)
     interior = (symbols > 0) & (symbols < codec.sizes - 1) & (pmf > 1e-3)
@@ -293,7 +295,7 @@ def test_code_tables_agree_with_the_trained_prior_layer(small, digits):
 
 def test_estimate_bits_is_minus_log2_of_the_pmfs(small, digits):
     codec, t = small.codec, small.tables
-    symbols = codec.quantize(cu.encode_digits(small.encoder, digits))
+    symbols = codec.quantize(modelio.encode_digits(small.encoder, digits))
     expected = np.zeros(len(symbols))
     for i in range(len(symbols)):
         for ch in range(symbols.shape[-1]):
@@ -307,7 +309,7 @@ def test_estimate_bits_is_minus_log2_of_the_pmfs(small, digits):
 
 def test_real_payload_is_within_a_few_bytes_of_the_estimate(small, digits, small_files):
     codec = small.codec
-    estimate_bytes = codec.estimate_bits(codec.quantize(cu.encode_digits(small.encoder, digits))) / 8
+    estimate_bytes = codec.estimate_bits(codec.quantize(modelio.encode_digits(small.encoder, digits))) / 8
     payload = np.array([len(f) - HEADER_28 for f in small_files], np.float64)
     assert payload.mean() <= estimate_bytes.mean() + 4, (payload.mean(), estimate_bytes.mean())
     # A range coder cannot beat the information content by more than rounding.
@@ -341,8 +343,8 @@ def test_save_codec_writes_model_card_and_tables(saved, small):
 
 def test_load_codec_round_trip_gives_identical_bytes_and_images(models_dir, fresh_cache, small,
                                                                 digits, small_files):
-    loaded = cu.load_codec(QUALITY)  # the default path: MODELS_DIR / rd_q3.keras
-    assert loaded is cu.load_codec(QUALITY) and len(fresh_cache) == 1  # loaded once, cached
+    loaded = digit_codec.load_codec(QUALITY)  # the default path: MODELS_DIR / rd_q3.keras
+    assert loaded is digit_codec.load_codec(QUALITY) and len(fresh_cache) == 1  # loaded once, cached
     assert loaded.quality == QUALITY
     assert loaded.fingerprint == small.fingerprint
     assert loaded.card["quality"] == QUALITY
@@ -362,15 +364,15 @@ def test_load_codec_round_trip_gives_identical_bytes_and_images(models_dir, fres
 
 def test_load_codec_errors(models_dir, fresh_cache, saved, tmp_path):
     with pytest.raises(cu.CAEError, match="quality"):
-        cu.load_codec(0)
+        digit_codec.load_codec(0)
     with pytest.raises(cu.CAEError, match="quality"):
-        cu.load_codec(16)
+        digit_codec.load_codec(16)
     with pytest.raises(cu.CAEError, match=r"no shipped model for quality 5; available: 3\b"):
-        cu.load_codec(5)
+        digit_codec.load_codec(5)
     lonely = tmp_path / "lonely.keras"
     shutil.copy(saved, lonely)  # a model without its .npz tables
     with pytest.raises(cu.CAEError, match="code tables"):
-        cu.load_codec(QUALITY, lonely)
+        digit_codec.load_codec(QUALITY, lonely)
 
 
 # --------------------------------------------------------------------------------------
@@ -383,7 +385,7 @@ def test_header_layout_of_a_28x28_file(small, small_files):
         assert data[1] == QUALITY
         assert data[2] == small.fingerprint[0]
         assert data[3:5] == bytes([28, 28])
-        payload = cu.unpack_v1(data, small.fingerprint)[4]
+        payload = formats.unpack_v1(data, small.fingerprint)[4]
         assert len(data) == HEADER_28 + len(payload)
         assert data[HEADER_28:] == payload
         assert int.from_bytes(data[5:7], "big") == crc16_ccitt(payload, crc16_ccitt(data[:5]))
@@ -393,26 +395,26 @@ def test_header_layout_of_a_28x28_file(small, small_files):
                                           (16383, 16384), (2**20, 2**20)])
 def test_varint_sizes_roundtrip(small, height, width):
     payload = bytes(range(5))
-    data = cu.pack_v1(QUALITY, small.fingerprint, height, width, payload)
+    data = formats.pack_v1(QUALITY, small.fingerprint, height, width, payload)
     size_bytes = leb128(height) + leb128(width)
     assert data[3:3 + len(size_bytes)] == size_bytes
     assert len(data) == 3 + len(size_bytes) + 2 + len(payload)
     assert data == craft_v1(payload, model_byte=small.fingerprint[0], size_bytes=size_bytes)
-    assert cu.unpack_v1(data, small.fingerprint) == (QUALITY, small.fingerprint[0], height, width, payload)
+    assert formats.unpack_v1(data, small.fingerprint) == (QUALITY, small.fingerprint[0], height, width, payload)
     if (height, width) != (28, 28):
         with pytest.raises(cu.CAEError, match="28x28"):
             small.codec.decompress([data])
 
 
-@pytest.mark.parametrize("height,width", [(0, 28), (28, 0), (cu.CAE_MAX_DIMENSION + 1, 28),
-                                          (28, cu.CAE_MAX_DIMENSION + 1)])
+@pytest.mark.parametrize("height,width", [(0, 28), (28, 0), (formats.CAE_MAX_DIMENSION + 1, 28),
+                                          (28, formats.CAE_MAX_DIMENSION + 1)])
 def test_claimed_dimension_out_of_range_is_refused(small, height, width):
     with pytest.raises(cu.CAEError):
-        cu.pack_v1(QUALITY, small.fingerprint, height, width, b"\x01\x02")
+        formats.pack_v1(QUALITY, small.fingerprint, height, width, b"\x01\x02")
     data = craft_v1(b"\x01\x02", model_byte=small.fingerprint[0],
                     size_bytes=leb128(height) + leb128(width))
     with pytest.raises(cu.CAEError, match="corrupt|truncated"):
-        cu.unpack_v1(data, small.fingerprint)
+        formats.unpack_v1(data, small.fingerprint)
     with pytest.raises(cu.CAEError):
         small.codec.decompress([data])
 
@@ -430,7 +432,7 @@ def test_crafted_huge_sizes_are_refused_quickly_without_allocating(small, size_b
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        for call in (lambda: cu.unpack_v1(data, small.fingerprint),
+        for call in (lambda: formats.unpack_v1(data, small.fingerprint),
                      lambda: small.codec.decompress([data])):
             with pytest.raises(cu.CAEError, match="corrupt|truncated"):
                 call()
@@ -445,21 +447,21 @@ def test_crafted_huge_sizes_are_refused_quickly_without_allocating(small, size_b
 def test_other_header_refusals(small, small_files):
     good, fp = small_files[0], small.fingerprint
     with pytest.raises(cu.CAEError, match="empty"):
-        cu.unpack_v1(b"")
+        formats.unpack_v1(b"")
     with pytest.raises(cu.CAEError, match="version-0"):
-        cu.unpack_v1(b"CAE\x00" + bytes(20))
+        formats.unpack_v1(b"CAE\x00" + bytes(20))
     with pytest.raises(cu.CAEError, match="version 2"):
-        cu.unpack_v1(b"\xc2" + good[1:])
+        formats.unpack_v1(b"\xc2" + good[1:])
     with pytest.raises(cu.CAEError, match="not a .cae file"):
-        cu.unpack_v1(b"\x89PNG\r\n\x1a\n")
+        formats.unpack_v1(b"\x89PNG\r\n\x1a\n")
     with pytest.raises(cu.CAEError, match="truncated"):
-        cu.unpack_v1(good[:6])
+        formats.unpack_v1(good[:6])
     # A different quality, written correctly, is refused by a codec of another quality.
-    q4 = cu.pack_v1(4, fp, 28, 28, cu.unpack_v1(good)[4])
+    q4 = formats.pack_v1(4, fp, 28, 28, formats.unpack_v1(good)[4])
     with pytest.raises(cu.CAEError, match="quality 4"):
         small.codec.decompress([q4])
     # A different model byte (valid CRC) is a different model.
-    other = craft_v1(cu.unpack_v1(good)[4], model_byte=fp[0] ^ 0x5A, size_bytes=bytes([28, 28]))
+    other = craft_v1(formats.unpack_v1(good)[4], model_byte=fp[0] ^ 0x5A, size_bytes=bytes([28, 28]))
     with pytest.raises(cu.CAEError, match="different model"):
         small.codec.decompress([other])
     assert small.codec.decompress([]).shape == (0, 28, 28, 1)
@@ -484,15 +486,15 @@ def test_words_to_bytes_roundtrip():
                 words[-2] &= masks[rng.integers(0, len(masks))]
         cases.append(words)
     for words in cases:
-        data = cu._words_to_bytes(words)
+        data = entropy.words_to_bytes(words)
         raw = words.astype(">u4").tobytes()
         assert raw.startswith(data) and len(raw) - len(data) <= 3
         assert raw[len(data):] == bytes(len(raw) - len(data))  # only zero bytes were dropped
-        back = cu._bytes_to_words(data)
+        back = entropy.bytes_to_words(data)
         assert back.dtype == np.uint32
         np.testing.assert_array_equal(back, words, err_msg=repr(words))
-    assert cu._words_to_bytes(np.array([0x01020304], np.uint32)) == b"\x01\x02\x03\x04"
-    assert cu._words_to_bytes(np.array([0x01020000], np.uint32)) == b"\x01\x02"
+    assert entropy.words_to_bytes(np.array([0x01020304], np.uint32)) == b"\x01\x02\x03\x04"
+    assert entropy.words_to_bytes(np.array([0x01020000], np.uint32)) == b"\x01\x02"
 
 
 # --------------------------------------------------------------------------------------
@@ -566,18 +568,18 @@ def test_fuzz_payloads_behind_a_valid_crc(small, small_files):
     rng = np.random.default_rng(77)
     files = []
     for _ in range(200):
-        files.append(cu.pack_v1(QUALITY, fp, 28, 28, rng.integers(0, 256, rng.integers(0, 200),
+        files.append(formats.pack_v1(QUALITY, fp, 28, 28, rng.integers(0, 256, rng.integers(0, 200),
                                                                    dtype=np.uint8).tobytes()))
     for _ in range(200):
-        payload = bytearray(cu.unpack_v1(small_files[rng.integers(50)])[4])
+        payload = bytearray(formats.unpack_v1(small_files[rng.integers(50)])[4])
         for pos in rng.choice(len(payload), size=rng.integers(1, 5), replace=False):
             payload[pos] ^= int(rng.integers(1, 256))
         cut = int(rng.integers(0, 3))
-        files.append(cu.pack_v1(QUALITY, fp, 28, 28, bytes(payload[:len(payload) - cut])))
+        files.append(formats.pack_v1(QUALITY, fp, 28, 28, bytes(payload[:len(payload) - cut])))
     decodable, refused, wrong = [], 0, []
     for data in files:
         try:
-            symbols = codec._uncode(cu.unpack_v1(data, fp)[4])
+            symbols = codec._uncode(formats.unpack_v1(data, fp)[4])
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException:  # noqa: BLE001
@@ -608,7 +610,7 @@ SHIPPED_QUALITIES = (1, 2, 3, 4, 5, 6)
 
 @pytest.fixture(scope="module")
 def shipped_codecs():
-    folder = cu.ROOT / "models"
+    folder = paths.MODELS_DIR
     missing = [q for q in SHIPPED_QUALITIES
                if not ((folder / f"rd_q{q}.keras").is_file() and (folder / f"rd_q{q}.npz").is_file())]
     if missing:
@@ -618,7 +620,7 @@ def shipped_codecs():
         if os.environ.get("CI"):
             pytest.fail(reason + " (CI is set, so this is an error, not a skip)")
         pytest.skip(reason)
-    return {q: cu.load_codec(q, folder / f"rd_q{q}.keras") for q in SHIPPED_QUALITIES}
+    return {q: digit_codec.load_codec(q, folder / f"rd_q{q}.keras") for q in SHIPPED_QUALITIES}
 
 
 def test_shipped_rate_and_psnr_grow_with_quality(shipped_codecs, digits):
@@ -649,7 +651,7 @@ def test_shipped_rate_and_psnr_grow_with_quality(shipped_codecs, digits):
 # --------------------------------------------------------------------------------------
 
 def run_cli(capsys, *args):
-    code = cu.main([str(a) for a in args])
+    code = cli.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -682,7 +684,7 @@ def good_cae(small, digits, tmp_path_factory) -> bytes:
     """The v1 file of the first test digit's PNG (what ``encode --quality 3`` writes;
     ``test_cli_encode_decode_round_trip`` checks that the CLI writes exactly this)."""
     png = write_digit_png(tmp_path_factory.mktemp("png") / "digit.png", digits[0])
-    return small.codec.compress(cu.image_to_digit(png)[None])[0]
+    return small.codec.compress(images.image_to_digit(png)[None])[0]
 
 
 @pytest.fixture
@@ -701,7 +703,7 @@ def test_cli_encode_decode_round_trip(tmp_path, capsys, digits, saved, small, go
     assert code == 0 and err == "" and f"({len(data)} bytes)" in out
     assert data[0] == 0xC1 and data[1] == QUALITY and data[2] == small.fingerprint[0]
     # The CLI writes exactly what the codec writes for the preprocessed digit.
-    assert data == small.codec.compress(cu.image_to_digit(png)[None])[0] == good_cae
+    assert data == small.codec.compress(images.image_to_digit(png)[None])[0] == good_cae
 
     # decode without --quality: v1 is recognised by its first byte.
     code, out, err = run_cli(capsys, "decode", tmp_path / "out.cae", tmp_path / "back.png",
@@ -710,7 +712,7 @@ def test_cli_encode_decode_round_trip(tmp_path, capsys, digits, saved, small, go
     with Image.open(tmp_path / "back.png") as img:
         assert img.size == (28, 28) and img.mode == "L"
         back = np.asarray(img)
-    expected = cu.to_uint8_images(cu.load_codec(QUALITY, saved).decompress([data]))[0]
+    expected = cu.to_uint8_images(digit_codec.load_codec(QUALITY, saved).decompress([data]))[0]
     np.testing.assert_array_equal(back, expected)
 
     # ... and with the matching --quality too.
@@ -758,7 +760,7 @@ def test_cli_unknown_quality_lists_the_available_ones(work, models_dir, small, c
     assert_cli_error(capsys, work, ["encode", work / "digit.png", work / "o.cae", "--quality", "9"],
                      "quality 9", "available: 3")
     # A valid file written at quality 9 (no model for it) gets the same answer.
-    (work / "q9.cae").write_bytes(cu.pack_v1(9, small.fingerprint, 28, 28, b"\x12\x34\x56"))
+    (work / "q9.cae").write_bytes(formats.pack_v1(9, small.fingerprint, 28, 28, b"\x12\x34\x56"))
     assert_cli_error(capsys, work, ["decode", work / "q9.cae", work / "o.png"],
                      "quality 9", "available: 3")
     for bad in ("0", "16"):
@@ -788,8 +790,8 @@ def test_cli_unknown_quality_with_a_stray_model_file(work, tmp_path_factory, mon
     folder = tmp_path_factory.mktemp("stray_models")
     for name in ("rd_q3.keras", "rd_q3_old.keras"):
         (folder / name).write_bytes(b"")
-    monkeypatch.setattr(cu, "MODELS_DIR", folder)
-    monkeypatch.setattr(cu, "_CODEC_CACHE", {})
+    monkeypatch.setattr(paths, "MODELS_DIR", folder)
+    monkeypatch.setattr(modelio, "CODEC_CACHE", {})
     assert_cli_error(capsys, work, ["encode", work / "digit.png", work / "o.cae", "--quality", "9"],
                      "quality 9", "available: 3")
 
@@ -799,7 +801,7 @@ def test_compress_refuses_non_finite_latents(small, digits):
 
     broken = keras.models.clone_model(small.encoder)
     broken.set_weights([np.full_like(w, np.nan) for w in small.encoder.get_weights()])
-    codec = cu.LearnedCodec(broken, small.decoder, small.tables, QUALITY, small.fingerprint)
+    codec = digit_codec.LearnedCodec(broken, small.decoder, small.tables, QUALITY, small.fingerprint)
     with np.errstate(invalid="ignore"), pytest.raises(cu.CAEError, match="NaN"):
         codec.compress(digits[:1])
 
@@ -808,4 +810,4 @@ def test_codec_refuses_a_model_labelled_with_another_quality(saved, fresh_cache)
     """A model whose card says quality 3 cannot be used as quality 5 (files would be
     labelled wrongly and could decode silently with the real quality-5 model)."""
     with pytest.raises(cu.CAEError, match=rf"model for quality {QUALITY}, not 5"):
-        cu.load_codec(5, saved)
+        digit_codec.load_codec(5, saved)

@@ -20,6 +20,7 @@ import pytest
 from conftest import MNIST_NAMES
 
 import cae_utils
+from caecodec import mnist, paths
 from cae_utils import CAEError
 
 # --------------------------------------------------------------------------------------
@@ -115,7 +116,7 @@ def test_real_pixels_agree_with_independent_parse(real_full, real_parsed, real_r
 
 
 def test_real_load_mnist_idx_returns_raw_uint8(mnist_dir, real_parsed):
-    (xtr, ytr), (xte, yte) = cae_utils.load_mnist_idx(str(mnist_dir))  # a str path works too
+    (xtr, ytr), (xte, yte) = mnist.load_mnist_idx(str(mnist_dir))  # a str path works too
     assert xtr.dtype == xte.dtype == ytr.dtype == yte.dtype == np.uint8
     assert xtr.shape == (60_000, 28, 28) and xte.shape == (10_000, 28, 28)
     np.testing.assert_array_equal(xte, real_parsed["test_images"])
@@ -157,7 +158,7 @@ def _assert_matches(loaded, crafted):
 
 
 def test_crafted_folder_loads_exactly(crafted_mnist):
-    loaded = cae_utils.load_mnist_idx(crafted_mnist.folder)
+    loaded = mnist.load_mnist_idx(crafted_mnist.folder)
     _assert_matches(loaded, crafted_mnist)
     assert loaded[0][0].shape == (12, 28, 28) and loaded[1][0].shape == (10, 28, 28)
 
@@ -174,14 +175,14 @@ def test_uncompressed_idx_files_load(make_mnist_folder):
     crafted = make_mnist_folder(compress=False)
     assert not list(crafted.folder.glob("*.gz"))
     assert crafted.path("train_images", compress=False).is_file()
-    _assert_matches(cae_utils.load_mnist_idx(crafted.folder), crafted)
+    _assert_matches(mnist.load_mnist_idx(crafted.folder), crafted)
 
 
 def test_mixed_compressed_and_uncompressed_files_load(make_mnist_folder):
     crafted = make_mnist_folder(train_labels={"compress": False}, test_images={"compress": False})
     names = sorted(p.name for p in crafted.folder.iterdir())
     assert "train-labels-idx1-ubyte" in names and "t10k-images-idx3-ubyte" in names
-    _assert_matches(cae_utils.load_mnist_idx(crafted.folder), crafted)
+    _assert_matches(mnist.load_mnist_idx(crafted.folder), crafted)
 
 
 def test_quick_none_follows_module_setting(crafted_mnist, monkeypatch):
@@ -225,7 +226,7 @@ def test_env_var_pointing_nowhere_is_an_error_not_a_fallback(no_mnist_sources, m
 
 def test_data_dir_mnist_is_used_when_complete(make_mnist_folder, no_mnist_sources, monkeypatch):
     crafted = make_mnist_folder("project_data/mnist", seed=2)
-    monkeypatch.setattr(cae_utils, "DATA_DIR", crafted.folder.parent)
+    monkeypatch.setattr(paths, "DATA_DIR", crafted.folder.parent)
     _, (xte, yte) = cae_utils.load_mnist(quick=False)
     np.testing.assert_array_equal(yte, crafted.y_test)
     np.testing.assert_array_equal(np.rint(xte[..., 0] * 255), crafted.x_test)
@@ -239,7 +240,7 @@ def test_data_dir_mnist_is_used_when_complete(make_mnist_folder, no_mnist_source
 
 def _error(folder) -> str:
     with pytest.raises(CAEError) as info:
-        cae_utils.load_mnist_idx(folder)
+        mnist.load_mnist_idx(folder)
     return str(info.value)
 
 
@@ -281,7 +282,7 @@ def test_empty_folder_lists_all_four(tmp_path):
 def test_truncated_gzip_stream(make_mnist_folder):
     crafted = make_mnist_folder(test_images={"gzip_cut": 20})
     with pytest.raises(CAEError) as info:
-        cae_utils.load_mnist_idx(crafted.folder)
+        mnist.load_mnist_idx(crafted.folder)
     msg = str(info.value)
     assert str(crafted.path("test_images")) in msg
     assert "gzip" in msg and "truncated" in msg
@@ -394,7 +395,7 @@ def test_offline_no_sources_gives_clear_error(no_mnist_sources):
     msg = str(info.value)
     _assert_offline_message(msg)
     assert "URLError" in msg
-    assert str(cae_utils.DATA_DIR / "mnist") in msg
+    assert str(paths.DATA_DIR / "mnist") in msg
     assert len(no_mnist_sources) == 1, "the Keras download is tried exactly once"
     assert info.value.__suppress_context__
 
@@ -414,7 +415,7 @@ def test_offline_various_network_errors(no_mnist_sources, monkeypatch, exc):
 
 def test_incomplete_data_dir_falls_back_to_download(make_mnist_folder, no_mnist_sources, monkeypatch):
     crafted = make_mnist_folder("partial/mnist", omit=("test_labels",))
-    monkeypatch.setattr(cae_utils, "DATA_DIR", crafted.folder.parent)
+    monkeypatch.setattr(paths, "DATA_DIR", crafted.folder.parent)
     with pytest.raises(CAEError) as info:
         cae_utils.load_mnist(quick=False)
     _assert_offline_message(str(info.value))

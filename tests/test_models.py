@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import cae_utils
+from caecodec import classic, fileio, keras_layers, modelio, models
 from cae_utils import CAEError
 
 # --------------------------------------------------------------------------------------
@@ -38,13 +39,13 @@ SEED_DECODER_SPEC = [(3, 128, 128), (3, 128, 64), (7, 64, 32), (3, 32, 1)]
 @pytest.fixture(scope="module")
 def seed():
     cae_utils.set_seed(0)
-    return cae_utils.build_seed_cae()
+    return models.build_seed_cae()
 
 
 @pytest.fixture(scope="module")
 def improved():
     cae_utils.set_seed(0)
-    return cae_utils.build_improved_cae()
+    return models.build_improved_cae()
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_seed_shapes(seed):
     assert _shape(enc.output_shape) == (None, 1, 1, 128)
     assert _shape(dec.input_shape) == (None, 1, 1, 128)
     assert _shape(dec.output_shape) == (None, 28, 28, 1)
-    assert 1 * 1 * 128 == cae_utils.LATENT_DIM
+    assert 1 * 1 * 128 == models.LATENT_DIM
 
 
 def test_improved_shapes(improved):
@@ -81,7 +82,7 @@ def test_improved_shapes(improved):
 
 
 def test_improved_latent_dim_argument():
-    ae, enc, dec = cae_utils.build_improved_cae(latent_dim=16)
+    ae, enc, dec = models.build_improved_cae(latent_dim=16)
     assert _shape(enc.output_shape) == (None, 16) and _shape(dec.input_shape) == (None, 16)
     assert _shape(ae.output_shape) == (None, 28, 28, 1)
 
@@ -103,7 +104,7 @@ def test_encoder_decoder_standalone_and_chained(which, seed, improved, batch):
 
 def test_autoencoder_shares_weights_with_encoder_and_decoder(batch):
     cae_utils.set_seed(1)
-    ae, enc, dec = cae_utils.build_seed_cae()
+    ae, enc, dec = models.build_seed_cae()
     assert len(ae.weights) == len(enc.weights) + len(dec.weights)
     before = _np(ae(batch))
     kernel = enc.get_layer("conv1").kernel
@@ -115,7 +116,7 @@ def test_autoencoder_shares_weights_with_encoder_and_decoder(batch):
 
 def test_seed_encoder_spatial_sizes(seed):
     _, enc, _ = seed
-    rows = cae_utils.layer_shapes(enc)
+    rows = models.layer_shapes(enc)
     convs = [r for r in rows if r[1] == "Conv2D"]
     assert [r[2][0] for r in convs] == [14, 7, 4, 2, 1]
     assert [r[2][1] for r in convs] == [14, 7, 4, 2, 1]
@@ -125,7 +126,7 @@ def test_seed_encoder_spatial_sizes(seed):
 
 def test_layer_shapes_walks_into_nested_models(seed, improved):
     for ae, enc, dec in (seed, improved):
-        rows = cae_utils.layer_shapes(ae)
+        rows = models.layer_shapes(ae)
         # one input layer (the image) and then every layer of the encoder and decoder
         assert [r[1] for r in rows].count("InputLayer") == 1 and rows[0][1] == "InputLayer"
         n_enc = len(enc.layers) - 1  # without its InputLayer
@@ -177,9 +178,9 @@ def test_seed_output_layer_is_linear(seed):
 
 def test_set_seed_makes_builds_repeatable(batch):
     cae_utils.set_seed(7)
-    a = cae_utils.build_seed_cae()[0]
+    a = models.build_seed_cae()[0]
     cae_utils.set_seed(7)
-    b = cae_utils.build_seed_cae()[0]
+    b = models.build_seed_cae()[0]
     for wa, wb in zip(a.get_weights(), b.get_weights()):
         np.testing.assert_array_equal(wa, wb)
     np.testing.assert_array_equal(_np(a(batch)), _np(b(batch)))
@@ -210,7 +211,7 @@ def _known_pair():
 
 def test_summed_squared_error_known_batch():
     x, x_hat, expected = _known_pair()
-    loss = cae_utils.SummedSquaredError()
+    loss = keras_layers.SummedSquaredError()
     assert float(loss(x, x_hat)) == pytest.approx(expected, rel=1e-6)
     assert float(loss(x, x_hat)) == pytest.approx(float(((x - x_hat) ** 2).sum()), rel=1e-6)
 
@@ -220,18 +221,18 @@ def test_summed_squared_error_random_batch_equals_numpy():
     y = rng.random((8, 28, 28, 1), dtype=np.float32)
     p = rng.random((8, 28, 28, 1), dtype=np.float32)
     expected = ((y.astype(np.float64) - p.astype(np.float64)) ** 2).sum()
-    got = float(cae_utils.SummedSquaredError()(y, p))
+    got = float(keras_layers.SummedSquaredError()(y, p))
     assert got == pytest.approx(expected, rel=1e-5)
     # summed, not averaged: half the batch gives about half the loss
-    half = float(cae_utils.SummedSquaredError()(y[:4], p[:4]))
+    half = float(keras_layers.SummedSquaredError()(y[:4], p[:4]))
     assert half == pytest.approx(((y[:4].astype(np.float64) - p[:4]) ** 2).sum(), rel=1e-5)
     assert half < got
 
 
 def test_summed_squared_error_config_round_trip():
-    loss = cae_utils.SummedSquaredError()
+    loss = keras_layers.SummedSquaredError()
     again = keras.losses.deserialize(keras.losses.serialize(loss))
-    assert isinstance(again, cae_utils.SummedSquaredError)
+    assert isinstance(again, keras_layers.SummedSquaredError)
     x, x_hat, expected = _known_pair()
     assert float(again(x, x_hat)) == pytest.approx(expected, rel=1e-6)
 
@@ -289,7 +290,7 @@ def test_mse_per_image_shape_mismatch(shapes):
 
 def test_reconstruct_clips_to_unit_range(seed, batch):
     ae, _, _ = seed
-    out = cae_utils.reconstruct(ae, batch, batch_size=2)
+    out = modelio.reconstruct(ae, batch, batch_size=2)
     assert out.shape == batch.shape and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
     raw = _np(ae(batch))
@@ -404,13 +405,13 @@ def test_atomic_write_refuses_to_overwrite_when_asked(tmp_path):
     target = tmp_path / "model.keras"
     target.write_bytes(b"old")
     with pytest.raises(CAEError, match="already exists"):
-        cae_utils._atomic_write_bytes(target, b"new", overwrite=False)
+        fileio.atomic_write_bytes(target, b"new", overwrite=False)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
 
 
 def test_png_size_of_blank_digit():
-    size = cae_utils.png_size(np.zeros((28, 28), np.uint8))
+    size = classic.png_size(np.zeros((28, 28), np.uint8))
     assert isinstance(size, int)
     assert 0 < size < 784
 
@@ -419,8 +420,8 @@ def test_png_size_is_the_real_file_size():
     from PIL import Image
 
     noise = np.random.default_rng(0).integers(0, 256, (28, 28), dtype=np.uint8)
-    size = cae_utils.png_size(noise)
-    assert size > cae_utils.png_size(np.zeros((28, 28), np.uint8))  # noise does not compress
+    size = classic.png_size(noise)
+    assert size > classic.png_size(np.zeros((28, 28), np.uint8))  # noise does not compress
     assert size > 784  # incompressible pixels plus PNG overhead
     buf = io.BytesIO()
     Image.fromarray(noise).save(buf, format="PNG", optimize=True)

@@ -16,23 +16,24 @@ import numpy as np
 import pytest
 
 import cae_utils as cu
+from caecodec import cli, codec_training, formats, images, keras_layers, metrics, modelio, models, photo_codec, photo_eval
 
 
 @pytest.fixture(scope="module")
 def tiny():
     """A tiny untrained photo codec (random weights, seeded)."""
     cu.set_seed(7)
-    trainer, enc, dec, prior = cu.build_photo_cae(gain=4.0, filters=4, patch=32)
+    trainer, enc, dec, prior = models.build_photo_cae(gain=4.0, filters=4, patch=32)
     post3 = dec.get_layer("post3")
     rng = np.random.default_rng(7)
     post3.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in post3.get_weights()])
-    return cu.PhotoCodec(enc, dec, cu.build_code_tables(prior), 3, cu.model_fingerprint(trainer))
+    return photo_codec.PhotoCodec(enc, dec, keras_layers.build_code_tables(prior), 3, modelio.model_fingerprint(trainer))
 
 
 @pytest.fixture(scope="module")
 def tiny_small_tiles(tiny):
     """The same model, cut into 64-pixel tiles (many tiles even on small images)."""
-    return cu.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3, tiny.fingerprint, tile=64)
+    return photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3, tiny.fingerprint, tile=64)
 
 
 def _tables(codec):
@@ -60,8 +61,8 @@ ODD_SIZES = [(1, 1), (1, 2), (2, 1), (1, 17), (17, 1), (3, 5), (7, 7), (15, 16),
 def test_any_size_round_trips_to_exactly_its_size(tiny, h, w):
     img = _photo(h, w, seed=h * 7 + w)
     data = tiny.compress(img)
-    assert data[0] == cu.CAE_V2_FIRST_BYTE
-    _, _, hh, ww, _ = cu.unpack_v1(data, tiny.fingerprint, first_byte=cu.CAE_V2_FIRST_BYTE)
+    assert data[0] == formats.CAE_V2_FIRST_BYTE
+    _, _, hh, ww, _ = formats.unpack_v1(data, tiny.fingerprint, first_byte=formats.CAE_V2_FIRST_BYTE)
     assert (hh, ww) == (h, w)
     out = tiny.decompress(data)
     assert out.shape == (h, w) and out.dtype == np.uint8
@@ -71,18 +72,18 @@ def test_decoding_gives_back_exactly_the_coded_symbols(tiny):
     img = _photo(70, 45, seed=3)
     symbols = tiny.symbols_of(img)
     assert symbols.shape == (9, 6, 64)
-    _, _, h, w, payload = cu.unpack_v1(tiny.compress(img), first_byte=cu.CAE_V2_FIRST_BYTE)
+    _, _, h, w, payload = formats.unpack_v1(tiny.compress(img), first_byte=formats.CAE_V2_FIRST_BYTE)
     back = tiny._uncode_shape(payload, symbols.shape)
     np.testing.assert_array_equal(back, symbols)
     # and the decoded pixels are the decoder's output for those symbols, cropped
-    expected = cu.decode_tiled(tiny.decoder, tiny.dequantize(symbols))[:70, :45]
+    expected = photo_codec.decode_tiled(tiny.decoder, tiny.dequantize(symbols))[:70, :45]
     np.testing.assert_array_equal(tiny.decompress(tiny.compress(img)), expected)
 
 
 def test_4096_square_round_trips(tiny):
     img = _photo(4096, 4096, seed=1)
     data = tiny.compress(img)
-    assert data[3:7] == cu._varint(4096) + cu._varint(4096)
+    assert data[3:7] == formats.varint(4096) + formats.varint(4096)
     out = tiny.decompress(data)
     assert out.shape == (4096, 4096)
 
@@ -101,8 +102,8 @@ def test_tiles_with_a_halo_match_the_whole_image(tiny, tiny_small_tiles):
     assert whole.shape == tiled.shape == (38, 27, 64)
     np.testing.assert_allclose(tiled, whole, atol=1e-4)
     sym = tiny.quantize(whole)
-    a = cu.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=1024)
-    b = cu.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=64)
+    a = photo_codec.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=1024)
+    b = photo_codec.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=64)
     assert np.abs(a.astype(int) - b).max() <= 1  # float rounding may flip a level
 
 
@@ -111,8 +112,8 @@ def test_tiles_without_a_halo_differ_near_the_seams(tiny):
     so pixels next to the borders change, and pixels far from them do not."""
     img = _photo(256, 256, seed=9)
     sym = tiny.symbols_of(img)
-    whole = cu.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=1024).astype(int)
-    no_halo = cu.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=64, halo=0).astype(int)
+    whole = photo_codec.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=1024).astype(int)
+    no_halo = photo_codec.decode_tiled(tiny.decoder, tiny.dequantize(sym), tile=64, halo=0).astype(int)
     diff = np.abs(no_halo - whole)
     near = np.zeros_like(diff, bool)
     for b in range(64, 256, 64):
@@ -124,12 +125,12 @@ def test_tiles_without_a_halo_differ_near_the_seams(tiny):
 
 def test_pad_to_multiple_repeats_edges():
     img = np.arange(15, dtype=np.uint8).reshape(3, 5)
-    p = cu.pad_to_multiple(img)
-    assert p.shape == (8, 8) == (cu.PHOTO_STRIDE, cu.PHOTO_STRIDE)
+    p = photo_codec.pad_to_multiple(img)
+    assert p.shape == (8, 8) == (models.PHOTO_STRIDE, models.PHOTO_STRIDE)
     np.testing.assert_array_equal(p[:3, :5], img)
     np.testing.assert_array_equal(p[6, :5], img[-1])
     np.testing.assert_array_equal(p[:3, 7], img[:, -1])
-    assert cu.pad_to_multiple(np.zeros((16, 9), np.uint8)).shape == (16, 16)
+    assert photo_codec.pad_to_multiple(np.zeros((16, 9), np.uint8)).shape == (16, 16)
 
 
 def test_colour_and_other_inputs_become_gray_u8(tmp_path):
@@ -137,14 +138,14 @@ def test_colour_and_other_inputs_become_gray_u8(tmp_path):
 
     rgb = np.zeros((20, 30, 3), np.uint8)
     rgb[..., 0] = 255
-    gray = cu.photo_to_gray_u8(rgb)
+    gray = images.photo_to_gray_u8(rgb)
     assert gray.shape == (20, 30) and gray.dtype == np.uint8
     assert int(gray[0, 0]) == 76  # ITU-R 601: 0.299 * 255
     path = tmp_path / "red.png"
     Image.fromarray(rgb).save(path)
-    np.testing.assert_array_equal(cu.photo_to_gray_u8(path), gray)
-    assert cu.photo_to_gray_u8(np.ones((4, 4), np.float32)).max() == 255
-    assert cu.photo_to_gray_u8(np.zeros((4, 4, 1), np.uint8)).shape == (4, 4)
+    np.testing.assert_array_equal(images.photo_to_gray_u8(path), gray)
+    assert images.photo_to_gray_u8(np.ones((4, 4), np.float32)).max() == 255
+    assert images.photo_to_gray_u8(np.zeros((4, 4, 1), np.uint8)).shape == (4, 4)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -160,13 +161,13 @@ def test_bad_arrays_are_refused(tiny, bad, match):
 
 def test_too_many_pixels_is_refused_before_encoding(tiny):
     with pytest.raises(cu.CAEError, match="at most"):
-        cu.check_photo_size(8193, 8192)
-    cu.check_photo_size(8192, 8192)  # the limit itself is allowed
+        images.check_photo_size(8193, 8192)
+    images.check_photo_size(8192, 8192)  # the limit itself is allowed
 
 
-def _crafted(height, width, payload=b"\x00\x01", first=cu.CAE_V2_FIRST_BYTE, quality=3,
+def _crafted(height, width, payload=b"\x00\x01", first=formats.CAE_V2_FIRST_BYTE, quality=3,
              model=0):
-    head = bytes([first, quality, model]) + cu._varint(height) + cu._varint(width)
+    head = bytes([first, quality, model]) + formats.varint(height) + formats.varint(width)
     crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
     return head + struct.pack(">H", crc) + payload
 
@@ -204,18 +205,18 @@ def test_truncated_and_corrupt_payloads_are_refused(tiny):
 def test_digit_and_photo_files_are_told_apart(tiny):
     data = tiny.compress(_photo(28, 28))
     with pytest.raises(cu.CAEError, match="photo codec"):
-        cu.unpack_v1(data)
-    digit_like = _crafted(28, 28, first=cu.CAE_V1_FIRST_BYTE)
+        formats.unpack_v1(data)
+    digit_like = _crafted(28, 28, first=formats.CAE_V1_FIRST_BYTE)
     with pytest.raises(cu.CAEError, match="digit codec"):
         tiny.decompress(digit_like)
 
 
 def test_wrong_model_or_quality_is_refused(tiny):
     data = bytearray(tiny.compress(_photo(40, 40)))
-    other = cu.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 4, tiny.fingerprint)
+    other = photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 4, tiny.fingerprint)
     with pytest.raises(cu.CAEError, match="quality 3"):
         other.decompress(bytes(data))
-    stranger = cu.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3,
+    stranger = photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3,
                              bytes([tiny.fingerprint[0] ^ 1]) + tiny.fingerprint[1:])
     with pytest.raises(cu.CAEError, match="different model"):
         stranger.decompress(bytes(data))
@@ -223,16 +224,16 @@ def test_wrong_model_or_quality_is_refused(tiny):
 
 def test_photo_patches_shapes_and_variety():
     images = {"a": _photo(200, 300, 1), "b": _photo(130, 140, 2)}
-    p = cu.photo_patches(images, 50, size=64, seed=1)
+    p = codec_training.photo_patches(images, 50, size=64, seed=1)
     assert p.shape == (50, 64, 64, 1) and p.dtype == np.uint8
     assert len({x.tobytes() for x in p}) >= 45  # small images allow few distinct crops
-    np.testing.assert_array_equal(p, cu.photo_patches(images, 50, size=64, seed=1))
+    np.testing.assert_array_equal(p, codec_training.photo_patches(images, 50, size=64, seed=1))
     with pytest.raises(cu.CAEError, match="at least"):
-        cu.photo_patches({"small": _photo(30, 30)}, 5, size=64)
+        codec_training.photo_patches({"small": _photo(30, 30)}, 5, size=64)
 
 
 def test_training_images_load_offline_and_exclude_kodak():
-    images = cu.photo_training_images()
+    images = codec_training.photo_training_images()
     assert len(images) >= 10
     assert all(a.dtype == np.uint8 and a.ndim == 2 for a in images.values())
     assert not any("kodim" in name for name in images)
@@ -240,21 +241,21 @@ def test_training_images_load_offline_and_exclude_kodak():
 
 def test_photo_folder_loading_errors(tmp_path):
     with pytest.raises(cu.CAEError, match="does not exist"):
-        cu.load_photo_folder(tmp_path / "nope")
+        photo_eval.load_photo_folder(tmp_path / "nope")
     with pytest.raises(cu.CAEError, match="holds no images"):
-        cu.load_photo_folder(tmp_path)
+        photo_eval.load_photo_folder(tmp_path)
     (tmp_path / "fake.png").write_bytes(b"not a png")
     with pytest.raises(cu.CAEError, match="not an image"):
-        cu.load_photo_folder(tmp_path)
+        photo_eval.load_photo_folder(tmp_path)
 
 
 # ---- the shipped models -------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def shipped():
-    qualities = cu.photo_qualities()
+    qualities = photo_codec.photo_qualities()
     assert len(qualities) >= 4, "the photo models must ship in models/"
-    return {q: cu.load_photo_codec(q) for q in qualities}
+    return {q: photo_codec.load_photo_codec(q) for q in qualities}
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +265,7 @@ def test_photo():
     lives in notebook 06 and benchmarks/photo_rate_distortion.py."""
     import skimage.data
 
-    return cu.photo_to_gray_u8(skimage.data.camera())[100:300, 100:400]
+    return images.photo_to_gray_u8(skimage.data.camera())[100:300, 100:400]
 
 
 def test_shipped_photo_models_rate_and_psnr_grow_with_quality(shipped, test_photo):
@@ -274,7 +275,7 @@ def test_shipped_photo_models_rate_and_psnr_grow_with_quality(shipped, test_phot
         out = codec.decompress(data)
         assert out.shape == test_photo.shape
         sizes.append(len(data))
-        psnrs.append(cu.photo_metrics(test_photo, out)["psnr_db"])
+        psnrs.append(metrics.photo_metrics(test_photo, out)["psnr_db"])
     assert all(np.diff(sizes) > 0), sizes
     assert all(np.diff(psnrs) > 0), psnrs
     assert psnrs[0] > 20.0
@@ -292,7 +293,7 @@ def test_shipped_model_cards_record_training_and_metrics(shipped):
     for q, codec in shipped.items():
         card = codec.card
         assert card["kind"] == "photo" and card["quality"] == q
-        assert card["lambda"] == cu.PHOTO_QUALITY_LAMBDAS[q]
+        assert card["lambda"] == photo_codec.PHOTO_QUALITY_LAMBDAS[q]
         assert card["total_train_seconds"] == pytest.approx(
             sum(s["train_seconds"] for s in card["lineage"]), abs=0.2)
         assert "kodim" not in card["data"]
@@ -308,15 +309,15 @@ def test_cli_photo_mode_round_trip(tmp_path, capsys, shipped):
     src = tmp_path / "photo.jpg"
     Image.fromarray(rgb).save(src, quality=95)
     out = tmp_path / "out.cae"
-    assert cu.main(["encode", str(src), str(out), "--mode", "photo", "--quality", str(q)]) == 0
+    assert cli.main(["encode", str(src), str(out), "--mode", "photo", "--quality", str(q)]) == 0
     assert "67x45 grayscale" in capsys.readouterr().out
     png = tmp_path / "back.png"
-    assert cu.main(["decode", str(out), str(png)]) == 0
+    assert cli.main(["decode", str(out), str(png)]) == 0
     assert "67x45 PNG" in capsys.readouterr().out
     back = np.asarray(Image.open(png))
     assert back.shape == (45, 67)
-    gray = cu.photo_to_gray_u8(src)
-    assert cu.photo_metrics(gray, back)["psnr_db"] > 18
+    gray = images.photo_to_gray_u8(src)
+    assert metrics.photo_metrics(gray, back)["psnr_db"] > 18
 
 
 def test_cli_photo_mode_errors(tmp_path, capsys, shipped):
@@ -325,18 +326,18 @@ def test_cli_photo_mode_errors(tmp_path, capsys, shipped):
 
     Image.fromarray(_photo(20, 20)).save(src)
     out = tmp_path / "o.cae"
-    assert cu.main(["encode", str(src), str(out), "--mode", "photo"]) == 1
+    assert cli.main(["encode", str(src), str(out), "--mode", "photo"]) == 1
     assert "needs a quality" in capsys.readouterr().err
-    assert cu.main(["encode", str(src), str(out), "--mode", "photo", "--quality", "15"]) == 1
+    assert cli.main(["encode", str(src), str(out), "--mode", "photo", "--quality", "15"]) == 1
     assert "available photo qualities" in capsys.readouterr().err
     assert not out.exists()
     (tmp_path / "empty.png").write_bytes(b"")
-    assert cu.main(["encode", str(tmp_path / "empty.png"), str(out), "--mode", "photo",
+    assert cli.main(["encode", str(tmp_path / "empty.png"), str(out), "--mode", "photo",
                     "--quality", str(min(shipped))]) == 1
     assert "empty" in capsys.readouterr().err
     huge = tmp_path / "huge.cae"
     huge.write_bytes(_crafted(100_000, 100_000))
-    assert cu.main(["decode", str(huge), str(tmp_path / "h.png")]) == 1
+    assert cli.main(["decode", str(huge), str(tmp_path / "h.png")]) == 1
     assert "claims an image" in capsys.readouterr().err
     assert not (tmp_path / "h.png").exists()
 
@@ -346,9 +347,9 @@ def test_cli_photo_mode_errors(tmp_path, capsys, shipped):
 @pytest.fixture(scope="module")
 def tiny_dc(tiny):
     """The tiny codec with a DC prediction table counted on two synthetic images."""
-    plain = cu.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3, tiny.fingerprint)
-    tables = {**_tables(tiny), "dc_pmf": cu.dc_prediction_table(plain, [_photo(64, 96, 1), _photo(80, 40, 2)])}
-    return cu.PhotoCodec(tiny.encoder, tiny.decoder, tables, 3, tiny.fingerprint)
+    plain = photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3, tiny.fingerprint)
+    tables = {**_tables(tiny), "dc_pmf": codec_training.dc_prediction_table(plain, [_photo(64, 96, 1), _photo(80, 40, 2)])}
+    return photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, tables, 3, tiny.fingerprint)
 
 
 def test_dc_residuals_invert_exactly(tiny_dc):
@@ -365,7 +366,7 @@ def test_dc_residuals_invert_exactly(tiny_dc):
 def test_dc_prediction_round_trips_the_symbols(tiny_dc, h, w):
     img = _photo(h, w, seed=h + w)
     symbols = tiny_dc.symbols_of(img)
-    _, _, hh, ww, payload = cu.unpack_v1(tiny_dc.compress(img), first_byte=cu.CAE_V2_FIRST_BYTE)
+    _, _, hh, ww, payload = formats.unpack_v1(tiny_dc.compress(img), first_byte=formats.CAE_V2_FIRST_BYTE)
     np.testing.assert_array_equal(tiny_dc._uncode_shape(payload, symbols.shape), symbols)
     assert tiny_dc.decompress(tiny_dc.compress(img)).shape == (h, w)
 
@@ -382,7 +383,7 @@ def test_dc_prediction_changes_the_bytes_not_the_pixels(tiny, tiny_dc):
 def test_inconsistent_dc_table_is_refused(tiny):
     tables = {**_tables(tiny), "dc_pmf": np.ones(5) / 5}
     with pytest.raises(cu.CAEError, match="inconsistent"):
-        cu.PhotoCodec(tiny.encoder, tiny.decoder, tables, 3, tiny.fingerprint)
+        photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, tables, 3, tiny.fingerprint)
 
 
 def test_shipped_photo_models_use_dc_prediction(shipped):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import cae_utils as cu
+from caecodec import bdrate, classic, formats, metrics, pca as pca_codec
 
 
 @pytest.fixture(scope="module")
@@ -22,86 +23,86 @@ def digits():
 @pytest.mark.parametrize("fmt,quality", [("png", None), ("webp_lossless", None)])
 def test_lossless_formats_round_trip_exactly(digits, fmt, quality):
     for img in digits[:3]:
-        assert np.array_equal(cu.classic_decode(cu.classic_encode(img, fmt, quality)), img)
+        assert np.array_equal(classic.classic_decode(classic.classic_encode(img, fmt, quality)), img)
 
 
-@pytest.mark.parametrize("fmt", ["webp", "jpeg"] + (["avif"] if cu.avif_supported() else []))
+@pytest.mark.parametrize("fmt", ["webp", "jpeg"] + (["avif"] if classic.avif_supported() else []))
 def test_lossy_formats_give_gray_28x28_and_grow_with_quality(digits, fmt):
-    small, big = cu.classic_encode(digits[0], fmt, 5), cu.classic_encode(digits[0], fmt, 90)
+    small, big = classic.classic_encode(digits[0], fmt, 5), classic.classic_encode(digits[0], fmt, 90)
     assert len(small) < len(big)
-    out = cu.classic_decode(big)
+    out = classic.classic_decode(big)
     assert out.shape == (28, 28) and out.dtype == np.uint8
 
 
 def test_classic_encode_refuses_bad_input(digits):
     with pytest.raises(cu.CAEError):
-        cu.classic_encode(digits[0], "webp")            # lossy without a quality
+        classic.classic_encode(digits[0], "webp")            # lossy without a quality
     with pytest.raises(cu.CAEError):
-        cu.classic_encode(digits[0], "gif", 10)
+        classic.classic_encode(digits[0], "gif", 10)
     with pytest.raises(cu.CAEError):
-        cu.classic_encode(digits[0].astype(np.float32), "png")
+        classic.classic_encode(digits[0].astype(np.float32), "png")
 
 
 def test_ssim_matches_scikit_image(digits):
     from skimage.metrics import structural_similarity
 
-    decoded = np.stack([cu.classic_decode(cu.classic_encode(d, "jpeg", 20)) for d in digits])
-    ours = cu.ssim_per_image(digits, decoded)
+    decoded = np.stack([classic.classic_decode(classic.classic_encode(d, "jpeg", 20)) for d in digits])
+    ours = metrics.ssim_per_image(digits, decoded)
     ref = [structural_similarity(a, b, data_range=255, win_size=7) for a, b in zip(digits, decoded)]
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
-    assert cu.rd_metrics(digits, digits)["psnr_db"] == float("inf")
+    assert metrics.rd_metrics(digits, digits)["psnr_db"] == float("inf")
 
 
 def test_pca_codec_round_trips_through_its_files(digits):
     x_train = np.concatenate([digits, digits[:, ::-1], digits[:, :, ::-1]])
-    pca = cu.fit_pca(x_train)
-    codec = cu.PCACodec(pca, 16, 0.1)
+    pca = pca_codec.fit_pca(x_train)
+    codec = pca_codec.PCACodec(pca, 16, 0.1)
     files = codec.compress(digits)
-    assert all(f[0] == cu.CAE_V1_FIRST_BYTE and f[1] == cu.PCA_HEADER_QUALITY for f in files)
+    assert all(f[0] == formats.CAE_V1_FIRST_BYTE and f[1] == pca_codec.PCA_HEADER_QUALITY for f in files)
     np.testing.assert_array_equal(codec.decompress(files), codec.reconstruct(codec.quantize(digits)))
     est = codec.estimate_bits(codec.quantize(digits)) / 8
-    payload = np.array([len(cu.unpack_v1(f)[4]) for f in files])
+    payload = np.array([len(formats.unpack_v1(f)[4]) for f in files])
     assert np.all(payload >= np.floor(est) - 1) and np.all(payload <= est + 8)
 
 
 def test_bd_rate_of_a_curve_against_itself_with_double_rate():
     r, p = np.array([50, 80, 120, 200.0]), np.array([25, 28, 31, 35.0])
     for method in ("cubic", "pchip"):
-        assert cu.bd_rate(r, p, 2 * r, p, method) == pytest.approx(-50.0)
-        assert cu.bd_rate(2 * r, p, r, p, method) == pytest.approx(100.0)
-        assert cu.bd_psnr(r, p + 1, r, p, method) == pytest.approx(1.0)
+        assert bdrate.bd_rate(r, p, 2 * r, p, method) == pytest.approx(-50.0)
+        assert bdrate.bd_rate(2 * r, p, r, p, method) == pytest.approx(100.0)
+        assert bdrate.bd_psnr(r, p + 1, r, p, method) == pytest.approx(1.0)
 
 
 def test_bd_without_overlap_is_none_with_a_reason():
     r, p = np.array([50, 80, 120, 200.0]), np.array([25, 28, 31, 35.0])
-    res = cu.bd_compare(r, p, r * 10, p + 20)
+    res = bdrate.bd_compare(r, p, r * 10, p + 20)
     assert res["bd_rate_percent"] is None and res["bd_psnr_db"] is None
     assert "do not overlap" in res["reason"]
 
 
 def test_psnr_at_bytes_interpolates_without_extrapolating():
     r, p = [50, 100, 200], [20.0, 30.0, 40.0]
-    assert cu.psnr_at_bytes(r, p, 100) == pytest.approx(30.0)
-    assert cu.psnr_at_bytes(r, p, np.sqrt(50 * 100)) == pytest.approx(25.0)   # linear in log bytes
-    assert cu.psnr_at_bytes(r, p, [40, 250]) == [None, None]
-    assert cu.bytes_at_psnr(r, p, 35.0) == pytest.approx(np.sqrt(100 * 200))
+    assert bdrate.psnr_at_bytes(r, p, 100) == pytest.approx(30.0)
+    assert bdrate.psnr_at_bytes(r, p, np.sqrt(50 * 100)) == pytest.approx(25.0)   # linear in log bytes
+    assert bdrate.psnr_at_bytes(r, p, [40, 250]) == [None, None]
+    assert bdrate.bytes_at_psnr(r, p, 35.0) == pytest.approx(np.sqrt(100 * 200))
 
 
 def test_pareto_front_drops_dominated_points():
-    assert cu.pareto_front([10, 20, 15, 30], [1.0, 3.0, 2.0, 2.5]).tolist() == [0, 2, 1]
+    assert bdrate.pareto_front([10, 20, 15, 30], [1.0, 3.0, 2.0, 2.5]).tolist() == [0, 2, 1]
 
 
 def test_matched_size_table_notes_sizes_a_codec_cannot_make():
     rows = [{"codec": "cae", "mean_bytes": b, "psnr_db": p} for b, p in ((50, 26.0), (150, 33.0))]
     rows += [{"codec": "webp", "mean_bytes": b, "psnr_db": p} for b, p in ((100, 23.0), (250, 40.0))]
-    table = {m["bytes"]: m for m in cu.matched_size_table(rows, (60, 120, 200), "cae", "webp")}
+    table = {m["bytes"]: m for m in bdrate.matched_size_table(rows, (60, 120, 200), "cae", "webp")}
     assert table[60]["winner"] == "cae" and "cannot go this small" in table[60]["note"]
     assert table[120]["winner"] == "cae" and table[120]["difference_db"] > 0
     assert table[200]["winner"] == "webp" and "no setting this large" in table[200]["note"]
 
 
 def test_jpeg_header_is_most_of_a_tiny_jpeg(digits):
-    data = cu.classic_encode(digits[0], "jpeg", 10)
-    assert 100 < cu.jpeg_header_bytes(data) < len(data)
+    data = classic.classic_encode(digits[0], "jpeg", 10)
+    assert 100 < classic.jpeg_header_bytes(data) < len(data)
     with pytest.raises(cu.CAEError):
-        cu.jpeg_header_bytes(cu.classic_encode(digits[0], "png"))
+        classic.jpeg_header_bytes(classic.classic_encode(digits[0], "png"))

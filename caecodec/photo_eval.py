@@ -1,0 +1,289 @@
+"""Evaluating the photo codec on a folder of photos, against the classic codecs.
+
+Notebook 06 and ``benchmarks/photo_rate_distortion.py`` share it. PSNR on photos is the
+mean of the per-photo PSNR, as Kodak results are usually reported.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import paths
+from .bdrate import bd_compare
+from .classic import avif_supported, classic_decode, classic_encode
+from .codec_training import photo_training_images
+from .digit_codec import available_qualities, load_codec
+from .errors import CAEError
+from .fileio import read_card
+from .formats import unpack_v1
+from .images import IMAGE_SUFFIXES, photo_to_gray_u8
+from .metrics import photo_metrics
+from .photo_codec import (
+    PHOTO_HALO,
+    PhotoCodec,
+    decode_tiled,
+    encode_tiled,
+    load_photo_codec,
+    pad_to_multiple,
+    photo_model_path,
+    photo_qualities,
+)
+
+
+def photo_eval_folder() -> Path | None:
+    """The folder of evaluation photos: ``$CAE_PHOTO_DIR`` if set, else ``data/photos``
+    if it holds images, else the Kodak copy in ``../shared/data/kodak-gray256`` beside the
+    project if present; ``None`` if there is none. (Never train on these photos.)"""
+    env = os.environ.get("CAE_PHOTO_DIR")
+    if env:
+        return Path(env)
+    for folder in (paths.DATA_DIR / "photos", (paths.COURSE_ROOT or Path.cwd()).parent / "shared" / "data" / "kodak-gray256"):
+        if folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+            return folder
+    return None
+
+
+def load_photo_folder(folder, limit: int | None = None) -> dict[str, np.ndarray]:
+    """Every image in ``folder`` (sorted by name) as grayscale ``uint8`` ``(H, W)``,
+    keyed by file name. Colour is converted to luma. :class:`CAEError` if the folder is
+    missing or holds no image; files that are not images are reported by name."""
+    if folder is None:
+        raise CAEError("No folder of evaluation photos: set CAE_PHOTO_DIR to a folder of images "
+                       "or put some in data/photos/.")
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CAEError(f"The photo folder {folder} does not exist; set CAE_PHOTO_DIR to a folder "
+                       "of images.")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CAEError(f"The photo folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
+    return {p.name: photo_to_gray_u8(p) for p in files[:limit]}
+
+
+def _photo_summary(codec: str, setting, per_image: list[dict], folder=None) -> dict:
+    """Means over images: ``bpp``, ``psnr_db`` (mean of per-image PSNR, the usual way to
+    report Kodak results) and ``ssim``; the per-image rows are kept too."""
+    keys = ("bytes", "bpp", "psnr_db", "ssim", "mse")
+    out = {"codec": codec, "setting": setting, "images": len(per_image),
+           **{k: float(np.mean([r[k] for r in per_image])) for k in keys},
+           "per_image": per_image}
+    if folder is not None:
+        out["folder"] = str(folder)
+    if per_image and "estimated_bpp" in per_image[0]:
+        out["estimated_bpp"] = float(np.mean([r["estimated_bpp"] for r in per_image]))
+    return out
+
+
+def measure_photo_codec(codec: PhotoCodec, images: dict, folder=None) -> dict:
+    """Encode and decode every image through real ``.cae`` bytes; see :func:`_photo_summary`."""
+    rows = []
+    for name, img in images.items():
+        data = codec.compress(img)
+        dec = codec.decompress(data)
+        est = codec.estimate_image_bits(codec.symbols_of(img)) / img.size
+        rows.append({"name": name, "bytes": len(data), "bpp": 8.0 * len(data) / img.size,
+                     "estimated_bpp": est, **photo_metrics(img, dec)})
+    return _photo_summary("cae", codec.quality, rows, folder or photo_eval_folder())
+
+
+def measure_photo_classic(images: dict, fmt: str, quality: int | None) -> dict:
+    """The same measurement for a classic codec (:func:`classic_encode`) at ``quality``."""
+    rows = []
+    for name, img in images.items():
+        data = classic_encode(img, fmt, quality)
+        rows.append({"name": name, "bytes": len(data), "bpp": 8.0 * len(data) / img.size,
+                     **photo_metrics(img, classic_decode(data))})
+    return _photo_summary(fmt, quality, rows)
+
+
+#: Quality sweeps for the classic codecs on photos; they cover about 0.05 to 2 bpp.
+PHOTO_CLASSIC_SWEEPS = {"jpeg": (2, 5, 10, 15, 20, 30, 40, 50, 60, 75, 85, 90),
+                        "webp": (0, 5, 10, 20, 30, 40, 50, 60, 75, 85, 90),
+                        "avif": (0, 10, 20, 30, 40, 50, 60, 70, 80)}
+#: Bjontegaard deltas on photos are computed over this range of bits per pixel.
+PHOTO_BD_RANGE_BPP = (0.1, 1.0)
+
+
+def _summary_row(result: dict) -> dict:
+    """A rate-distortion row without its per-image details (for tables and JSON)."""
+    return {k: v for k, v in result.items() if k != "per_image"}
+
+
+def photo_rate_distortion(images: dict, qualities=None, sweeps=None, with_avif: bool = True,
+                          keep_per_image: bool = False) -> list[dict]:
+    """The photo codec at every shipped quality and the classic codecs over their quality
+    sweeps, all on the same ``images`` (``{name: (H, W) uint8}``), in one run.
+
+    Returns one row per (codec, setting): ``codec``, ``setting``, ``images``, mean
+    ``bytes``, ``bpp``, ``psnr_db`` (mean of per-image PSNR), ``ssim``, and for the CAE
+    ``estimated_bpp``; with ``keep_per_image`` also ``per_image``.
+    """
+    sweeps = dict(PHOTO_CLASSIC_SWEEPS if sweeps is None else sweeps)
+    if not with_avif or not avif_supported():
+        sweeps.pop("avif", None)
+    rows = []
+    for q in (photo_qualities() if qualities is None else qualities):
+        rows.append(measure_photo_codec(load_photo_codec(q), images))
+    for fmt, settings in sweeps.items():
+        rows.extend(measure_photo_classic(images, fmt, s) for s in settings)
+    return rows if keep_per_image else [_summary_row(r) for r in rows]
+
+
+def photo_bd_table(rows, a: str = "cae", against=("jpeg", "webp", "avif"),
+                   bpp_range=PHOTO_BD_RANGE_BPP, metric: str = "psnr_db") -> dict:
+    """BD-rate (and BD-PSNR) of codec ``a`` against each other codec on photos.
+
+    Only the points whose mean rate lies within ``bpp_range`` are used, for both codecs,
+    so the delta describes that range of rates. Returns ``{codec: bd_compare dict +
+    "points": (n_a, n_b)}`` for each codec present in ``rows``."""
+    lo, hi = bpp_range
+
+    def points(codec):
+        sel = [r for r in rows if r["codec"] == codec and lo <= r["bpp"] <= hi]
+        return np.array([r["bpp"] for r in sel]), np.array([r[metric] for r in sel])
+
+    ra, pa = points(a)
+    out = {}
+    for b in against:
+        if not any(r["codec"] == b for r in rows):
+            continue
+        rb, pb = points(b)
+        method = "cubic" if min(len(ra), len(rb)) >= 4 else "pchip"
+        out[b] = {**bd_compare(ra, pa, rb, pb, method), "points": (len(ra), len(rb)),
+                  "bpp_range": (lo, hi), "metric": metric}
+    return out
+
+
+def photo_bd_lines(bd: dict) -> list[str]:
+    """One readable line per codec from :func:`photo_bd_table`'s result."""
+    lines = []
+    for codec, d in bd.items():
+        lo, hi = d["bpp_range"]
+        if d["bd_rate_percent"] is None:
+            lines.append(f"against {codec}: no BD-rate ({d['reason']})")
+            continue
+        more = "fewer" if d["bd_rate_percent"] < 0 else "more"
+        lines.append(f"against {codec.upper()}: BD-rate {d['bd_rate_percent']:+.1f}% "
+                     f"(the CAE needs {abs(d['bd_rate_percent']):.1f}% {more} bits for the same "
+                     f"{'PSNR' if d['metric'] == 'psnr_db' else 'SSIM'}), "
+                     + ("BD-PSNR " if d["metric"] == "psnr_db" else "BD-SSIM ")
+                     + ((f"{d['bd_psnr_db']:+.2f} dB" if d["metric"] == "psnr_db" else f"{d['bd_psnr_db']:+.4f}")
+                        if d["bd_psnr_db"] is not None else "n/a")
+                     + f"; points in {lo}-{hi} bpp: {d['points'][0]} CAE, {d['points'][1]} {codec}")
+    return lines
+
+
+def digit_codec_on_photo(image_u8: np.ndarray, quality: int) -> dict:
+    """The MNIST-trained digit codec forced onto a photo: the photo is cut into 28x28
+    tiles (edges repeated), each tile is coded as if it were a digit, and the tiles are
+    put back together. Counts the payload bytes of every tile plus one 9-byte header.
+    Returns ``{"bytes", "bpp", "decoded", **photo_metrics}``. (This is limitation 2 of
+    the 2018 project: a model trained only on digits, shown on real photos.)"""
+    codec = load_codec(quality)
+    h, w = image_u8.shape
+    padded = np.pad(image_u8, ((0, -h % 28), (0, -w % 28)), mode="edge")
+    th, tw = padded.shape[0] // 28, padded.shape[1] // 28
+    tiles = padded.reshape(th, 28, tw, 28).transpose(0, 2, 1, 3).reshape(-1, 28, 28, 1)
+    files = codec.compress(tiles.astype(np.float32) / 255.0)
+    payload = sum(len(unpack_v1(f)[4]) for f in files)
+    dec = np.round(np.clip(codec.decompress(files)[..., 0], 0, 1) * 255).astype(np.uint8)
+    dec = dec.reshape(th, tw, 28, 28).transpose(0, 2, 1, 3).reshape(th * 28, tw * 28)[:h, :w]
+    size = payload + 9
+    return {"bytes": size, "bpp": 8.0 * size / image_u8.size, "decoded": dec,
+            **photo_metrics(image_u8, dec)}
+
+
+def digit_codec_on_photos(images: dict, qualities=None) -> list[dict]:
+    """:func:`digit_codec_on_photo` on every photo, at every digit quality (default: all
+    shipped): one row per quality with the mean ``bytes``, ``bpp``, ``psnr_db`` and
+    ``ssim``, codec ``"mnist_cae_tiles"``, in the layout of :func:`photo_rate_distortion`."""
+    rows = []
+    for q in (available_qualities() if qualities is None else qualities):
+        per = [digit_codec_on_photo(img, q) for img in images.values()]
+        rows.append({"codec": "mnist_cae_tiles", "setting": q,
+                     **{k: float(np.mean([r[k] for r in per])) for k in ("bytes", "bpp", "psnr_db", "ssim")}})
+    return rows
+
+
+def cli_peak_memory(args: list[str], cwd=None, timeout: float = 1800) -> dict:
+    """Run the command line (``cae <args>``) in a fresh process and measure it: wall
+    ``seconds``, ``peak_rss_mib`` (the process's peak resident memory, from
+    ``getrusage``, TensorFlow included) and ``returncode``."""
+    import json
+    import subprocess
+    import time
+
+    code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
+            "from caecodec.cli import main; rc = main(sys.argv[2:]); "
+            "print('@@' + json.dumps({'rc': rc, 'kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(paths.PACKAGE_DIR.parent), *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    seconds = time.perf_counter() - start
+    line = next((l for l in proc.stdout.splitlines() if l.startswith("@@")), None)
+    if line is None:
+        raise CAEError(f"The measured command failed: {proc.stderr.strip()[-300:]}")
+    info = json.loads(line[2:])
+    return {"seconds": seconds, "peak_rss_mib": info["kb"] / 1024.0, "returncode": info["rc"],
+            "stdout": "\n".join(l for l in proc.stdout.splitlines() if not l.startswith("@@"))}
+
+
+def large_test_image(size: int = 4096, seed: int = 0) -> np.ndarray:
+    """A ``size`` x ``size`` uint8 photo mosaic for the large-image test: scikit-image's
+    photos, resized to 1024x1024 tiles and laid side by side (with mirror flips so that
+    neighbours differ)."""
+    from PIL import Image
+
+    photos = list(photo_training_images(("astronaut", "camera", "coffee", "rocket", "coins",
+                                         "moon", "clock", "brick")).values())
+    tile = min(1024, size)
+    rng = np.random.default_rng(seed)
+    out = np.empty((size, size), np.uint8)
+    for r in range(0, size, tile):
+        for c in range(0, size, tile):
+            src = photos[rng.integers(len(photos))]
+            t = np.asarray(Image.fromarray(src).resize((tile, tile), Image.LANCZOS))
+            if rng.random() < 0.5:
+                t = t[:, ::-1]
+            out[r:r + tile, c:c + tile] = t[:size - r, :size - c]
+    return out
+
+
+def seam_demo(codec: PhotoCodec, image_u8: np.ndarray, tile: int = 64) -> dict:
+    """Decode ``image_u8`` three ways with the same model: whole (one tile), in
+    ``tile``-pixel tiles with the halo, and in tiles without it (each tile coded on its
+    own, as naive tiling would). Returns the three images, their PSNRs and the largest
+    pixel difference of each tiled version from the whole one."""
+    padded = pad_to_multiple(image_u8).astype(np.float32) / 255.0
+    h, w = image_u8.shape
+    out = {}
+    for name, t, halo in (("whole", 1 << 20, PHOTO_HALO), ("tiles_with_halo", tile, PHOTO_HALO),
+                          ("tiles_no_halo", tile, 0)):
+        sym = codec.quantize(encode_tiled(codec.encoder, padded, t, halo))
+        img = decode_tiled(codec.decoder, codec.dequantize(sym), t, halo)[:h, :w]
+        out[name] = {"image": img, "bits": codec.estimate_image_bits(sym),
+                     **photo_metrics(image_u8, img)}
+    for name in ("tiles_with_halo", "tiles_no_halo"):
+        out[name]["max_diff_from_whole"] = int(np.abs(out[name]["image"].astype(int)
+                                                      - out["whole"]["image"]).max())
+    return out
+
+
+def photo_card_rows() -> list[dict]:
+    """One row per shipped photo quality: lambda, training steps and seconds (this
+    stage and the whole lineage), and its recorded test metrics."""
+    rows = []
+    for q in photo_qualities():
+        card = read_card(photo_model_path(q))
+        rows.append({"quality": q, "lambda": card.get("lambda"),
+                     "stages": len(card.get("lineage", [])),
+                     "steps": sum(s.get("steps", 0) for s in card.get("lineage", [])),
+                     "train_seconds": card.get("train_seconds"),
+                     "total_train_seconds": card.get("total_train_seconds"),
+                     "warm_start_from": card.get("lineage", [{}])[-1].get("warm_start_from"),
+                     "parameters": card.get("parameters"), **{f"test_{k}": v for k, v in card.get("test", {}).items()
+                                                               if k in ("bpp", "psnr_db", "ssim")}})
+    return rows
