@@ -1,6 +1,8 @@
-"""The classic codecs, as whole files: PNG, JPEG, WebP and AVIF through Pillow.
+"""The classic codecs, as whole files: PNG, JPEG, WebP and AVIF through Pillow; JPEG XL,
+JPEG 2000 and JPEG-LS through imagecodecs (libjxl, OpenJPEG, CharLS).
 
-Every size is the complete file a user would get, headers included.
+Every size is the complete file a user would get, headers included. :func:`classic_decode`
+recognises each format by its first bytes.
 """
 from __future__ import annotations
 
@@ -18,12 +20,21 @@ CLASSIC_FORMATS = {
     "webp": "WebP lossy, method 6 (slowest, smallest), quality 0..100",
     "jpeg": "JPEG, grayscale, optimize=True (optimal Huffman tables), quality 1..95",
     "avif": "AVIF (libavif in Pillow), quality 0..100",
+    "jxl": "JPEG XL lossy (libjxl via imagecodecs), effort 7, quality 0..100 (libjxl's scale)",
+    "jxl_lossless": "JPEG XL lossless (libjxl via imagecodecs), effort 9",
+    "jpeg2000": "JPEG 2000 lossy (OpenJPEG via imagecodecs, JP2 file), level = target PSNR in dB",
+    "jpeg2000_lossless": "JPEG 2000 reversible (OpenJPEG via imagecodecs, JP2 file)",
+    "jpegls": "JPEG-LS lossless (CharLS via imagecodecs)",
 }
+#: The formats that need a quality (or level) setting.
+LOSSY_FORMATS = ("webp", "jpeg", "avif", "jxl", "jpeg2000")
 #: Default quality sweeps of the lossy classic formats (modest, so that a full-mode run on
 #: 10,000 digits takes minutes, not hours).
 JPEG_QUALITIES = (1, 5, 10, 20, 30, 50, 75, 90)
 WEBP_QUALITIES = (0, 5, 10, 20, 30, 50, 75, 90, 100)
 AVIF_QUALITIES = (0, 25, 50, 75, 90)
+JXL_QUALITIES = (0, 10, 20, 30, 40, 50, 70, 90)
+JPEG2000_LEVELS = (20, 25, 30, 35, 40, 45)
 
 
 def avif_supported() -> bool:
@@ -34,21 +45,25 @@ def avif_supported() -> bool:
 
 
 def classic_encode(image_u8_2d: np.ndarray, fmt: str, quality: int | None = None) -> bytes:
-    """One grayscale image as a complete file in a classic format (Pillow): the file's bytes.
+    """One grayscale image as a complete file in a classic format: the file's bytes.
 
     ``image_u8_2d``: ``uint8`` ``(H, W)``. ``fmt``: a key of :data:`CLASSIC_FORMATS`.
-    ``quality`` is required for the lossy formats (``"webp"``, ``"jpeg"``, ``"avif"``) and
-    ignored by the lossless ones. The bytes are the whole file, headers included.
+    ``quality`` is required for the lossy formats (:data:`LOSSY_FORMATS`; for
+    ``"jpeg2000"`` it is OpenJPEG's level, a target PSNR in dB) and ignored by the
+    lossless ones. The bytes are the whole file, headers included.
     """
     import io
 
     from PIL import Image
 
-    img = Image.fromarray(check_u8_image(image_u8_2d), mode="L")
+    image = check_u8_image(image_u8_2d)
     if fmt not in CLASSIC_FORMATS:
         raise CAEError(f"Unknown format {fmt!r}; choose one of {', '.join(CLASSIC_FORMATS)}.")
-    if fmt in ("webp", "jpeg", "avif") and quality is None:
+    if fmt in LOSSY_FORMATS and quality is None:
         raise CAEError(f"{fmt} is lossy: give a quality.")
+    if fmt in ("jxl", "jxl_lossless", "jpeg2000", "jpeg2000_lossless", "jpegls"):
+        return _imagecodecs_encode(image, fmt, quality)
+    img = Image.fromarray(image, mode="L")
     if fmt == "avif" and not avif_supported():
         raise CAEError("This Pillow cannot write AVIF (it was built without libavif).")
     options = {
@@ -63,8 +78,33 @@ def classic_encode(image_u8_2d: np.ndarray, fmt: str, quality: int | None = None
     return buf.getvalue()
 
 
+def _imagecodecs_encode(image: np.ndarray, fmt: str, quality) -> bytes:
+    import imagecodecs
+
+    if fmt == "jxl":
+        return bytes(imagecodecs.jpegxl_encode(image, level=int(quality), effort=7))
+    if fmt == "jxl_lossless":
+        return bytes(imagecodecs.jpegxl_encode(image, lossless=True, effort=9))
+    if fmt == "jpeg2000":
+        return bytes(imagecodecs.jpeg2k_encode(image, level=float(quality)))
+    if fmt == "jpeg2000_lossless":
+        return bytes(imagecodecs.jpeg2k_encode(image, reversible=True))
+    return bytes(imagecodecs.jpegls_encode(image))
+
+
+_JXL_MAGICS = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
+_JPEG2000_MAGICS = (b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")
+
+
+def _is_jpegls(data: bytes) -> bool:
+    """A JPEG-LS file: a JPEG start marker and a JPEG-LS frame (SOF55, 0xFFF7) before the scan."""
+    scan = data.find(b"\xff\xda")
+    return data.startswith(b"\xff\xd8") and b"\xff\xf7" in data[:scan if scan > 0 else 512]
+
+
 def classic_decode(data: bytes) -> np.ndarray:
-    """Any image file's bytes (PNG, WebP, JPEG, AVIF...) -> ``uint8`` gray ``(H, W)``.
+    """Any classic image file's bytes (PNG, WebP, JPEG, AVIF, JPEG XL, JPEG 2000, JPEG-LS)
+    -> ``uint8`` gray ``(H, W)``.
 
     WebP stores gray as colour (Y'CbCr); it is converted back to gray ("L") here.
     """
@@ -72,7 +112,19 @@ def classic_decode(data: bytes) -> np.ndarray:
 
     from PIL import Image
 
-    with Image.open(io.BytesIO(bytes(data))) as img:
+    data = bytes(data)
+    if data.startswith(_JXL_MAGICS) or data.startswith(_JPEG2000_MAGICS) or _is_jpegls(data):
+        import imagecodecs
+
+        decode = (imagecodecs.jpegxl_decode if data.startswith(_JXL_MAGICS) else
+                  imagecodecs.jpeg2k_decode if data.startswith(_JPEG2000_MAGICS) else
+                  imagecodecs.jpegls_decode)
+        try:
+            out = np.asarray(decode(data))
+        except Exception as exc:  # the library found the file damaged
+            raise CAEError(f"The image file is damaged: {exc}") from None
+        return np.ascontiguousarray(out[..., 0] if out.ndim == 3 else out).astype(np.uint8)
+    with Image.open(io.BytesIO(data)) as img:
         img.load()
         return np.asarray(img.convert("L"), dtype=np.uint8)
 
