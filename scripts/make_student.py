@@ -7,8 +7,9 @@ Every notebook's exercises live in tagged cells (cell metadata ``tags``):
 * ``solution``: a worked solution (a markdown cell with a ``<details>`` block, or a code
   cell); dropped from the student copy.
 
-All outputs, execution counts and stored widget states are cleared as well, so a
-student starts from a clean notebook that still runs top to bottom (fastbook's
+All outputs, execution counts and stored widget states are cleared as well, and the
+test-harness markers (``# NBVAL_CHECK_OUTPUT`` lines, which tell nbval to compare a
+cell's output) are removed, so a student starts from a clean notebook that still runs top to bottom (fastbook's
 ``clean/`` folder is the model). The copies are generated, never edited by hand: edit
 notebooks/ and run ``make student`` again.
 
@@ -33,6 +34,12 @@ def tags(cell) -> set[str]:
     return set(cell.get("metadata", {}).get("tags", []))
 
 
+def without_test_markers(source: str) -> str:
+    """``source`` without its nbval marker lines (``# NBVAL_...``): they mean nothing to a student."""
+    lines = source.splitlines(keepends=True)
+    return "".join(line for line in lines if not line.lstrip().startswith("# NBVAL_"))
+
+
 def student_copy(nb):
     """A new notebook: solutions dropped, exercise cells emptied, all outputs cleared."""
     nb = nbformat.from_dict(nb)
@@ -43,6 +50,7 @@ def student_copy(nb):
         if cell.cell_type == "code":
             if "exercise" in tags(cell):
                 cell.source = PLACEHOLDER
+            cell.source = without_test_markers(cell.source)
             cell.outputs, cell.execution_count = [], None
         cells.append(cell)
     nb.cells = cells

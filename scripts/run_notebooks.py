@@ -2,8 +2,12 @@
 
 Used by `make run`. Each notebook runs in a fresh kernel with notebooks/ as its
 working folder; outputs are stored back into the .ipynb (atomically, so a failed run
-never leaves a half-written notebook). At the end it prints the headline numbers that
-the notebooks recorded in results/*.json.
+never leaves a half-written notebook). It prints one progress line per notebook and, at
+the end, a short summary: each notebook's headline (the ``headline`` lines it recorded in
+results/<notebook>.json) and where to read more.
+
+The kernel talks to this process over local sockets (IPC) rather than TCP where the
+system has them, so Jupyter has no reason to warn about unencrypted TCP connections.
 
     python scripts/run_notebooks.py [NOTEBOOK ...]     (default: all, in order)
 """
@@ -25,36 +29,59 @@ sys.path.insert(0, str(ROOT))
 from caecodec import fileio
 
 
+def kernel_manager(folder: Path):
+    """A kernel manager for one notebook: IPC sockets in ``folder`` on POSIX, TCP elsewhere."""
+    from jupyter_client.manager import KernelManager
+
+    if os.name == "posix":
+        return KernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "kernel"))
+    return KernelManager(kernel_name="python3")
+
+
 def run_notebook(path: Path, timeout: int = 3600) -> float:
     """Execute ``path`` in place; return the wall time in seconds."""
+    import tempfile
+
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
-    start = time.perf_counter()
-    client.execute()
-    elapsed = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="cae-kernel-") as sockets:
+        km = kernel_manager(Path(sockets))
+        client = NotebookClient(nb, km=km, timeout=timeout,
+                                resources={"metadata": {"path": str(path.parent)}})
+        start = time.perf_counter()
+        try:
+            client.execute()
+        finally:
+            if km.has_kernel:
+                km.shutdown_kernel()
+        elapsed = time.perf_counter() - start
     tmp = path.with_name(f".{path.name}.tmp")
     nbformat.write(nb, tmp)
     os.replace(tmp, path)
     return elapsed
 
 
-def print_summary() -> None:
+def headline(name: str, data: dict) -> list[str]:
+    """The lines a notebook recorded as its ``headline`` (a list of short sentences, numbers
+    included, made from its own measurements)."""
+    lines = data.get("headline") or []
+    return [lines] if isinstance(lines, str) else [str(line) for line in lines]
+
+
+def print_summary(names: list[str]) -> None:
+    """A dozen readable lines: each notebook's headline, then where to read more."""
     import cae_utils as cu  # imported late: only for its results folder
 
-    files = sorted(cu.RESULTS_DIR.glob("*.json"))
-    if not files:
-        return
-    print(f"\nResults summary ({cu.RESULTS_DIR.relative_to(ROOT)}/):")
-    for f in files:
-        data = json.loads(f.read_text())
-        print(f"  {f.stem}:")
-        for key, value in data.items():
-            if isinstance(value, float):
-                value = f"{value:.4g}"
-            elif isinstance(value, (dict, list)):
-                value = json.dumps(value)[:100]
-            print(f"    {key}: {value}")
+    print("\nWhat the notebooks found:")
+    for name in names:
+        path = cu.RESULTS_DIR / f"{name}.json"
+        if not path.is_file():
+            continue
+        lines = headline(name, json.loads(path.read_text()))
+        for i, line in enumerate(lines):
+            print(f"  {name + ':' if i == 0 else '':<22}{line}")
+    print(f"\nMore: the notebooks in notebooks/ (now with their outputs), every figure in "
+          f"{cu.FIGURES_DIR.relative_to(ROOT)}/, every number in {cu.RESULTS_DIR.relative_to(ROOT)}/*.json, "
+          "and README.md (python scripts/update_readme.py refreshes its tables).")
 
 
 def record_times(times: dict, mode: str) -> None:
@@ -84,8 +111,8 @@ def main(argv: list[str]) -> int:
         times[nb.stem] = round(seconds, 1)
         print(f" {seconds:6.1f} s")
         record_times(times, mode)
-    print(f"All notebooks ran in {total:.0f} s; figures are in figures/.")
-    print_summary()
+    print(f"All {len(notebooks)} notebooks ran in {total:.0f} s.")
+    print_summary([nb.stem for nb in notebooks])
     return 0
 
 

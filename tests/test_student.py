@@ -7,8 +7,8 @@ replaced by a placeholder, and every output cleared. These tests
 * check that each original notebook is classroom-ready: a "You will learn" cell at the top,
   and at least two exercises, each with its statement and a ``<details>`` solution;
 * run the script into a temporary folder (its ``--out`` option) and compare every copy
-  with its original: nothing of a solution left, no outputs, exercise cells empty, every
-  other cell kept in order;
+  with its original: nothing of a solution left, no outputs, no nbval markers, exercise
+  cells empty, every other cell kept in order;
 * check that these checks can fail, on a small notebook broken on purpose;
 * (marked ``slow``) execute every student copy top to bottom in quick mode
   (``CAE_QUICK=1``), as a student pressing "Run All" would. ``make test`` runs it; skip it
@@ -96,6 +96,8 @@ def student_problems(original, student) -> list[str]:
             problems.append(f"cell {i} is tagged 'solution'")
         if SOLUTION_DETAILS.search(c.source) or ("<details" in c.source.lower() and "solution" in c.source.lower()):
             problems.append(f"cell {i} holds a <details> block with a solution")
+        if "NBVAL" in c.source:
+            problems.append(f"cell {i} still carries an nbval marker")
         if c.cell_type == "code":
             if c.get("outputs"):
                 problems.append(f"cell {i} has outputs")
@@ -112,7 +114,7 @@ def student_problems(original, student) -> list[str]:
         for i, (o, s) in enumerate(zip(kept, body), start=1):
             if o.get("id") != s.get("id") or o.cell_type != s.cell_type:
                 problems.append(f"cell {i} is not the original's cell {o.get('id')} ({o.cell_type})")
-            elif "exercise" not in tags(o) and o.source != s.source:
+            elif "exercise" not in tags(o) and make_student.without_test_markers(o.source) != s.source:
                 problems.append(f"cell {i} ({o.get('id')}) changed its source")
     return problems
 
@@ -211,6 +213,7 @@ def test_the_checks_catch_broken_notebooks():
     assert broken_copy(lambda s: s.cells.pop(4))                                # a cell lost
     assert broken_copy(lambda s: s.cells.pop(0))                                # no banner
     assert broken_copy(lambda s: s.metadata.update(widgets={"state": {}}))
+    assert broken_copy(lambda s: setattr(s.cells[3], "source", "# NBVAL_CHECK_OUTPUT\nx = 1"))
 
     def broken_teacher(edit):
         nb = copy.deepcopy(teacher)
