@@ -113,6 +113,7 @@ CAE_MAX_PIXELS_TEXT = "8192 x 8192"
 
 
 def varint(n: int) -> bytes:
+    """``n`` (>= 0) as a LEB128 varint: 7 bits per byte, low bits first, high bit = more."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -122,6 +123,8 @@ def varint(n: int) -> bytes:
 
 
 def read_varint(data: bytes, pos: int, source: str) -> tuple[int, int]:
+    """The varint at ``data[pos:]`` (at most 4 bytes) and the position after it; a
+    :class:`CAEError` naming ``source`` if it is incomplete."""
     value = shift = 0
     for i in range(pos, min(len(data), pos + 4)):
         value |= (data[i] & 0x7F) << shift

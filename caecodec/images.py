@@ -206,6 +206,8 @@ def photo_to_gray_u8(img_or_array) -> np.ndarray:
 
 
 def as_u8(arr: np.ndarray) -> np.ndarray:
+    """Any numeric 2-D array as ``uint8``: booleans to 0/255, floats in [0, 1] scaled by 255,
+    larger ranges scaled to 0..255; NaN, infinity or no pixels raise :class:`CAEError`."""
     if arr.size == 0:
         raise CAEError(f"The image has no pixels (shape {arr.shape}); nothing to encode.")
     if arr.dtype == np.uint8:
