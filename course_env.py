@@ -186,8 +186,10 @@ def install_missing(root, dry_run: bool = False) -> str:
     done += to_install
     order = [n for n in TENSORFLOW_NAMES if n in kept] + [n for n in KEPT if n in kept]
     kept_text = ", ".join(f"{n} {kept[n]}" for n in order) or "nothing"
-    verb = "would install" if dry_run else "installed"
-    return (f"Course ready in {root}: {verb} {', '.join(done) or 'nothing (all there)'}; "
+    if dry_run:
+        return (f"Dry run for {root}: would install {', '.join(done) or 'nothing (all there)'}; "
+                f"would keep {kept_text} as they are.")
+    return (f"Course ready in {root}: installed {', '.join(done) or 'nothing (all there)'}; "
             f"kept {kept_text} as they were.")
 
 

@@ -10,8 +10,9 @@ Everything comes from pyproject.toml, the one place that names the course's repo
 script again. It is idempotent: a second run changes nothing.
 
 * notebooks/NN_*.ipynb and notebooks/app_codec.ipynb: the first code cell is replaced by
-  :data:`SETUP_CELL` (only its source; outputs stay until the notebook is run again), and a
-  markdown cell tagged ``badges`` is written (or replaced) at the top.
+  :data:`SETUP_CELL` (only its source; outputs stay until the notebook is run again), and the
+  badges are written (or replaced) under the title of the first markdown cell, between
+  ``<!-- badges:start -->`` and ``<!-- badges:end -->`` (no cell is added or moved).
 * README.md: the text between ``<!-- where:start -->`` and ``<!-- where:end -->``.
 
 With --check nothing is written; the exit status is 1 if a file is out of date.
@@ -34,7 +35,7 @@ import nbformat
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 README_START, README_END = "<!-- where:start -->", "<!-- where:end -->"
-BADGE_TAG = "badges"
+BADGE_START, BADGE_END = "<!-- badges:start -->", "<!-- badges:end -->"
 
 #: The setup cell, the same in every notebook. It must work before the course is present,
 #: so the fetching lives here; what to install lives in the fetched course_env.py.
@@ -116,23 +117,38 @@ def notebooks(nb_dir: Path = NB_DIR) -> list[Path]:
     return found + [p for p in [nb_dir / "app_codec.ipynb"] if p.is_file()]
 
 
+def with_badges(markdown: str, block: str) -> str:
+    """``markdown`` (a notebook's first markdown cell) with ``block`` between the badge markers
+    right after its title line, replacing an older block."""
+    if BADGE_START in markdown and BADGE_END in markdown:
+        head, rest = markdown.split(BADGE_START, 1)
+        markdown = head.rstrip("\n") + rest.split(BADGE_END, 1)[1]
+    title, sep, body = markdown.partition("\n")
+    if not title.startswith("#"):
+        title, sep, body = "", "", markdown
+    parts = [title] if title else []
+    return "\n\n".join(parts + [f"{BADGE_START}\n{block}\n{BADGE_END}", body.lstrip("\n")]).rstrip("\n")
+
+
 def sync_notebook(nb, name: str, settings: dict) -> bool:
-    """Put the setup cell and the badge cell into ``nb`` (in place); True if it changed."""
+    """Put the setup cell and the badges into ``nb`` (in place); True if it changed.
+
+    The badges go into the first markdown cell, under its title, between HTML comments that
+    Jupyter does not show, so no cell is added or moved."""
     code = [c for c in nb.cells if c.cell_type == "code"]
     if not code or "cae_utils" not in code[0].source:
         raise SystemExit(f"{name}: its first code cell is not the setup cell (it does not import "
                          "cae_utils); fix the notebook by hand first.")
+    markdown = [c for c in nb.cells if c.cell_type == "markdown"]
+    if not markdown:
+        raise SystemExit(f"{name}: no markdown cell for the badges.")
     changed = False
     if code[0].source != setup_cell(settings):
         code[0].source, changed = setup_cell(settings), True
-    text = (badges(settings, f"notebooks/{name}") + "\n\n*" + ALONE_LINE + "*")
-    tagged = [c for c in nb.cells if BADGE_TAG in c.get("metadata", {}).get("tags", [])]
-    if tagged:
-        if tagged[0].source != text:
-            tagged[0].source, changed = text, True
-    else:
-        nb.cells.insert(0, nbformat.v4.new_markdown_cell(text, id="cae-badges", metadata={"tags": [BADGE_TAG]}))
-        changed = True
+    block = badges(settings, f"notebooks/{name}") + "\n\n*" + ALONE_LINE + "*"
+    new = with_badges(markdown[0].source, block)
+    if markdown[0].source != new:
+        markdown[0].source, changed = new, True
     return changed
 
 

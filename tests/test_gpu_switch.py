@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,7 @@ def resolve(pip_cache: Path, tmp_path: Path, *args: str) -> dict[str, str]:
                           capture_output=True, text=True, timeout=3000, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     items = json.loads(report.read_text())["install"]
-    return {i["metadata"]["name"].lower(): i["metadata"]["version"] for i in items}
+    return {re.sub(r"[-_.]+", "-", i["metadata"]["name"]).lower(): i["metadata"]["version"] for i in items}
 
 
 def tf_pin() -> str:

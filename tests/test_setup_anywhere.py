@@ -71,21 +71,22 @@ def fork_settings(url="https://github.com/a-teacher/cae-fork"):
 def test_sync_writes_the_setup_cell_and_badges_once():
     nb, settings = old_style_notebook(), fork_settings()
     assert sync_notebooks.sync_notebook(nb, "07_new.ipynb", settings) is True
-    assert nb.cells[0].metadata["tags"] == ["badges"] and nb.cells[1].source.startswith("# 07")
+    assert len(nb.cells) == 3 and nb.cells[0].source.startswith("# 07 · Something new\n\n<!-- badges:start -->\n")
     badges = nb.cells[0].source
     assert "colab.research.google.com/github/a-teacher/cae-fork/blob/main/notebooks/07_new.ipynb" in badges
     assert "kaggle.com/kernels/welcome?src=https://github.com/a-teacher/cae-fork/blob/main/notebooks/07_new.ipynb" in badges
     assert "mybinder.org/v2/gh/a-teacher/cae-fork/main?labpath=notebooks%2F07_new.ipynb" in badges
-    setup = nb.cells[2].source
+    setup = nb.cells[1].source
     assert setup == sync_notebooks.setup_cell(settings)
     assert 'os.environ.get("CAE_COURSE_REPO", "https://github.com/a-teacher/cae-fork")' in setup
-    assert nb.cells[3].source == "x = cu.load_mnist()"  # other cells untouched
+    assert nb.cells[2].source == "x = cu.load_mnist()"  # other cells untouched
     before = nbformat.writes(nb)
     assert sync_notebooks.sync_notebook(nb, "07_new.ipynb", settings) is False  # idempotent
     assert nbformat.writes(nb) == before
     # a changed URL (a fork of the fork) rewrites both, and only those
     assert sync_notebooks.sync_notebook(nb, "07_new.ipynb", fork_settings("https://github.com/b/c")) is True
-    assert "github.com/b/c/blob/main" in nb.cells[0].source and '"https://github.com/b/c"' in nb.cells[2].source
+    assert "github.com/b/c/blob/main" in nb.cells[0].source and '"https://github.com/b/c"' in nb.cells[1].source
+    assert nb.cells[0].source.count("<!-- badges:start -->") == 1 and "a-teacher" not in nb.cells[0].source
 
 
 def test_sync_refuses_a_notebook_whose_first_code_cell_is_not_the_setup_cell():
@@ -401,3 +402,19 @@ def test_report_the_times(fresh_env):
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print("\n" + json.dumps(report, indent=1))
+
+
+def test_the_compat_pins_are_the_declared_minimums():
+    """requirements-compat.txt (make test-compat) installs exactly the lower ends that
+    pyproject.toml declares, so the declared ranges are the tested ones."""
+    from test_environment import parse_requirements
+
+    pins = {}
+    for line in parse_requirements((ROOT / "requirements-compat.txt").read_text()):
+        spec = line.split(";")[0].strip()
+        name, version = spec.split("==")
+        pins[name.lower()] = version
+    declared = course_env.course_requirements(course_env.declared_requirements(ROOT), machine=LINUX)
+    for req in declared:
+        name = "tensorflow-cpu" if req.name.lower() == "tensorflow" else req.name.lower()
+        assert pins.get(name) == minimum(declared, req.name.lower()), (req, pins.get(name))
