@@ -73,7 +73,7 @@ def test_student_copies(documented, tmp_path):
     """The documented ``--out DIR`` form, with a folder of the test's own."""
     assert "python scripts/make_student.py --out DIR" in documented
     done = subprocess.run([sys.executable, "scripts/make_student.py", "--out", str(tmp_path / "student")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     copies = sorted(p.name for p in (tmp_path / "student").glob("*.ipynb"))
     assert copies == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -91,7 +91,7 @@ def test_one_notebook_runs_in_quick_mode(documented, mnist_dir):
         assert command in documented
         done = subprocess.run([sys.executable, "scripts/run_notebooks.py", str(folder / first.name)], cwd=ROOT,
                               env={**os.environ, "CAE_QUICK": "1", "CAE_MNIST_DIR": str(mnist_dir)},
-                              capture_output=True, text=True, timeout=900)
+                              capture_output=True, text=True, timeout=1800)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
         assert "Running 1 notebooks in QUICK mode" in done.stdout and "All notebooks ran in" in done.stdout
     finally:
@@ -101,14 +101,14 @@ def test_one_notebook_runs_in_quick_mode(documented, mnist_dir):
 def test_the_test_command(documented):
     """``python -m pytest tests``, narrowed to one small file (the whole suite would run this test again)."""
     assert "python -m pytest tests" in documented and "python -m pytest" in documented
-    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_environment.py", "-q"], cwd=ROOT,
-                          env={**os.environ, "CAE_QUICK": "1"}, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_gpu_switch.py", "-q"], cwd=ROOT,
+                          env={**os.environ, "CAE_QUICK": "1"}, capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0 and " passed" in done.stdout, done.stdout[-2000:]
 
 
 def test_a_new_venv_and_its_removal(documented, tmp_path):
     done = subprocess.run([sys.executable, "-m", "venv", "--without-pip", ".venv"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / ".venv" / "pyvenv.cfg").is_file()
     run_doc(documented, "python -c \"import shutil; shutil.rmtree('.venv')\"", cwd=tmp_path)
@@ -119,5 +119,5 @@ def test_a_new_venv_and_its_removal(documented, tmp_path):
 def test_the_modules_behind_lab_and_app_start(documented, module):
     assert any(c.startswith(f"python -m {module} ") for c in documented)
     done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
     assert done.returncode == 0 and re.match(r"\d+\.\d+", done.stdout.strip()), done.stderr
