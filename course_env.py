@@ -145,19 +145,19 @@ def pip_install(args: list[str], what: str) -> None:
                          "and run this cell again.")
 
 
-def editable_location(name: str = PACKAGE) -> Path | None:
-    """The folder an editable install of ``name`` points at, or None."""
-    try:
-        text = metadata.distribution(name).read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return None
-    info = json.loads(text or "{}")
-    if not info.get("dir_info", {}).get("editable") or not info.get("url", "").startswith("file:"):
-        return None
-    from urllib.request import url2pathname
+def editable_locations(name: str = PACKAGE) -> set[Path]:
+    """The folders that editable installs of ``name`` point at. (Every distribution of that
+    name is read: once the course folder is on ``sys.path``, its own ``caecodec.egg-info``,
+    which has no install record, is found first.)"""
     from urllib.parse import urlparse
+    from urllib.request import url2pathname
 
-    return Path(url2pathname(urlparse(info["url"]).path)).resolve()
+    found = set()
+    for dist in metadata.distributions(name=name):
+        info = json.loads(dist.read_text("direct_url.json") or "{}")
+        if info.get("dir_info", {}).get("editable") and info.get("url", "").startswith("file:"):
+            found.add(Path(url2pathname(urlparse(info["url"]).path)).resolve())
+    return found
 
 
 def install_missing(root, dry_run: bool = False) -> str:
@@ -165,7 +165,7 @@ def install_missing(root, dry_run: bool = False) -> str:
     sentence saying what was done. Raises :class:`SetupError` (one line) on failure."""
     root = Path(root).resolve()
     done = []
-    if editable_location() != root:
+    if root not in editable_locations():
         if dry_run:
             done.append(f"{PACKAGE} (editable, from {root})")
         else:
