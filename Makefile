@@ -2,11 +2,15 @@
 #   make run    execute every notebook in order (full mode), write figures, print results
 #   make test   pytest for cae_utils + nbval on the notebooks, in quick mode
 # Also: make lab (JupyterLab for a class), make clean-venv.
+# GPU=1 (Linux x86_64 with an NVIDIA GPU): TensorFlow with CUDA instead of the CPU-only wheel,
+# e.g. `make run GPU=1` (requirements-gpu.txt; back to the CPU wheel: make clean-venv venv).
+# Without make (Windows): README.md, "Without make".
 
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-requirements
+REQUIREMENTS := $(if $(filter 1,$(GPU)),requirements-gpu.txt,requirements.txt)
+STAMP  := $(VENV)/.installed-$(basename $(REQUIREMENTS))
 
 # TensorFlow's C++ logging would otherwise fill the notebooks' outputs.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
@@ -14,6 +18,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: help venv run test test-unit test-notebooks lab bench student clean-venv app test-browser chromium
+.PHONY: sync test-anywhere test-compat
 
 help:
 	@echo "make run    - execute all notebooks in order (full mode) and print a results summary"
@@ -24,14 +29,21 @@ help:
 	@echo "make app    - the codec app (notebooks/app_codec.ipynb) as a web page with Voila; prints its URL"
 	@echo "make test-browser - the widgets in headless Chromium (Playwright): notebook 03's training panel"
 	@echo "             in JupyterLab, the codec app in Voila; installs Debian's chromium if missing"
+	@echo "make sync   - the one setup cell and the Colab/Kaggle/Binder badges into every notebook and the README"
+	@echo "make test-anywhere - every notebook opened alone in a fresh venv on another Python; GPU resolution"
+	@echo "make test-compat - the lowest supported versions (requirements-compat.txt) on Python 3.12"
+	@echo "GPU=1       - with venv/run/test/...: TensorFlow with CUDA (requirements-gpu.txt)"
 
 venv: $(STAMP)
 
 # The venv is made once and refreshed only when requirements.txt changes.
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): $(REQUIREMENTS) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt
+ifeq ($(GPU),1)
+	$(PY) -m pip uninstall --quiet --yes tensorflow-cpu
+endif
+	$(PY) -m pip install --quiet -r $(REQUIREMENTS)
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (cae-course)" >/dev/null
 	touch $(STAMP)
@@ -85,3 +97,33 @@ chromium:
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 	@test -x $(CHROMIUM) && $(CHROMIUM) --version
+
+# The setup cell of every notebook and the Colab / Kaggle / Binder badges (notebooks and README),
+# from the repository URL in pyproject.toml. Run it after adding or merging a notebook.
+sync: $(STAMP)
+	$(PY) scripts/sync_notebooks.py
+
+# Every notebook opened alone, as on Colab or Kaggle: a fresh venv on another Python with the core
+# stack at versions unlike our pins (tests/anywhere_stack.txt), the notebook alone in an empty
+# folder, the course fetched from a git repository made of this working tree; offline failures;
+# and the GPU switch's requirement resolution (pip --dry-run). Needs PyPI; about 20 minutes.
+ANYWHERE_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin/python) python3.13)
+test-anywhere: $(STAMP)
+	CAE_TEST_ANYWHERE=1 CAE_ANYWHERE_PYTHON=$(ANYWHERE_PYTHON) $(PY) -m pytest \
+		tests/test_setup_anywhere.py tests/test_gpu_switch.py
+
+# The lowest versions the package declares (requirements-compat.txt) in a second venv on
+# another Python: the unit tests and notebook 05 in quick mode.
+COMPAT_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python) python3.12)
+COMPAT_VENV   := .venv-compat
+COMPAT_PY     := $(COMPAT_VENV)/bin/python
+$(COMPAT_VENV)/.installed-requirements-compat: requirements-compat.txt pyproject.toml
+	test -x $(COMPAT_PY) || $(COMPAT_PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install --quiet --upgrade pip
+	$(COMPAT_PY) -m pip install --quiet -r requirements-compat.txt
+	$(COMPAT_PY) -m pip install --quiet --no-deps -e .
+	touch $@
+test-compat: $(COMPAT_VENV)/.installed-requirements-compat
+	$(COMPAT_PY) -c "import sys, keras, numpy, tensorflow as tf; print('compat:', sys.version.split()[0], 'TF', tf.__version__, 'Keras', keras.__version__, 'numpy', numpy.__version__)"
+	CAE_QUICK=1 $(COMPAT_PY) -m pytest tests -m "not slow"
+	CAE_QUICK=1 $(COMPAT_PY) -m pytest notebooks/05_rate_distortion.ipynb
