@@ -1,6 +1,12 @@
 """Train the photo codec's quality levels on scikit-image's bundled photographs.
 
-    python scripts/train_photo_codecs.py --qualities 1 2 3 4 5 6 --steps 2000 [--force]
+    python scripts/train_photo_codecs.py --qualities 1 2 3 4 5 6 --steps 4500 --force
+
+reproduces the shipped models (``caecodec/models/photo_q*``) in one command, stage by
+stage: (1) the network (below), (2) the DC prediction table (``.cae`` v2) and (3) the
+context model's tables (``.cae`` v3, :mod:`caecodec.photo_context`), both counted on the
+training photos. Each stage and its wall time goes into the model's card (``lineage``).
+``--context-only`` redoes stages 2 and 3 for already trained models.
 
 Each quality is a fully convolutional rate-distortion CAE (models.build_photo_cae,
 an 8x8 stride-8 convolution started from the DCT plus a deblocking decoder)
@@ -9,8 +15,9 @@ photo_codec.PHOTO_QUALITY_LAMBDAS) on random 128x128 crops of the photos listed 
 photo_codec.PHOTO_TRAINING_IMAGES. With --init-from, a quality starts from the weights of
 an already trained one (fine-tuning to a new lambda is much faster than starting over);
 the model card records every stage and its wall time, so the whole cost of a quality
-can be read off. After training, the table of DC prediction residuals is counted on the
-same training photos (codec_training.add_dc_prediction). The evaluation photos (Kodak) are never used for training; they only
+can be read off. After training, the table of DC prediction residuals and the context
+model are counted on the same training photos (codec_training.add_dc_prediction and
+add_context_model). The evaluation photos (Kodak) are never used for training; they only
 give each card its test metrics, measured through real bytes.
 """
 from __future__ import annotations
@@ -24,13 +31,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cae_utils as cu  # noqa: E402
-from caecodec import codec_training, modelio, models, photo_codec, photo_eval
+from caecodec import codec_training, fileio, modelio, models, photo_codec, photo_context, photo_eval
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--qualities", type=int, nargs="+", required=True)
-    ap.add_argument("--steps", type=int, default=2300, help="training steps per quality")
+    ap.add_argument("--steps", type=int, default=4500, help="training steps per quality")
     ap.add_argument("--init-from", type=int, default=None,
                     help="warm-start every quality from this already trained quality")
     ap.add_argument("--lr", type=float, default=None,
@@ -42,9 +49,9 @@ def main(argv=None) -> int:
                     help="initial DCT gain (default: photo_codec.PHOTO_QUALITY_GAINS[quality])")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
-    ap.add_argument("--dc-only", action="store_true",
-                    help="do not train: only (re)count the DC prediction tables of --qualities "
-                         "and re-measure their cards")
+    ap.add_argument("--context-only", "--dc-only", dest="context_only", action="store_true",
+                    help="do not train the network: only (re)count the DC prediction and context "
+                         "tables of --qualities and re-measure their cards")
     args = ap.parse_args(argv)
     images = codec_training.photo_training_images()
     pixels = sum(a.size for a in images.values())
@@ -54,17 +61,9 @@ def main(argv=None) -> int:
         init, _, _, init_card = modelio.load_model(photo_codec.photo_model_path(args.init_from))
         init_lineage = init_card.get("lineage", [])
     eval_images = photo_eval.load_photo_folder(photo_eval.photo_eval_folder()) if photo_eval.photo_eval_folder() else None
-    if args.dc_only:
+    if args.context_only:
         for q in args.qualities:
-            codec_training.add_dc_prediction(q, images)
-            msg = f"quality {q}: DC prediction table added"
-            if eval_images:
-                m = photo_eval.measure_photo_codec(photo_codec.load_photo_codec(q), eval_images)
-                modelio.update_model_card(photo_codec.photo_model_path(q), dc_prediction=True,
-                                     test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
-                                                             "estimated_bpp", "folder")})
-                msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
-            print(msg, flush=True)
+            print(tables_stages(q, images, eval_images), flush=True)
         return 0
     for q in args.qualities:
         lam = photo_codec.PHOTO_QUALITY_LAMBDAS[q]
@@ -93,16 +92,41 @@ def main(argv=None) -> int:
                 "history": {k: [float(v) for v in vals] for k, vals in r["history"].items()},
                 "produced_by": "scripts/train_photo_codecs.py"}
         path = photo_codec.save_photo_codec(trainer, prior, q, card, overwrite=args.force)
-        codec_training.add_dc_prediction(q, images)  # DC residual table, counted on the training photos
-        msg = f"quality {q} (lambda {lam}): trained {r['seconds']:.0f} s"
-        if eval_images:
-            modelio.CODEC_CACHE.clear()
-            m = photo_eval.measure_photo_codec(photo_codec.load_photo_codec(q), eval_images)
-            modelio.update_model_card(path, dc_prediction=True, test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim",
-                                                               "estimated_bpp", "folder")})
-            msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
-        print(msg + f" -> {path}", flush=True)
+        print(f"quality {q} (lambda {lam}): trained {r['seconds']:.0f} s -> {path}", flush=True)
+        print(tables_stages(q, images, eval_images), flush=True)
     return 0
+
+
+def tables_stages(q: int, images: dict, eval_images: dict | None) -> str:
+    """Stages 2 and 3 for quality ``q``: the DC prediction table and the context model,
+    counted on the training photos; each becomes a stage of the card's lineage (an
+    earlier record of the same stage is replaced), and the card's test metrics are
+    re-measured through real bytes on the evaluation photos."""
+    import time
+
+    path = photo_codec.photo_model_path(q)
+    start = time.perf_counter()
+    codec_training.add_dc_prediction(q, images)
+    dc_seconds = time.perf_counter() - start
+    ctx = codec_training.add_context_model(q, images)
+    card = fileio.read_card(path)
+    lineage = [s for s in card.get("lineage", []) if s.get("stage") not in ("dc prediction", "context model")]
+    lineage += [{"stage": "dc prediction", "seconds": round(dc_seconds, 1), "images": len(images)},
+                {"stage": "context model", "seconds": round(ctx["seconds"], 1), "images": ctx["images"],
+                 "blocks": ctx["blocks"], "buckets": photo_context.CONTEXT_BUCKETS,
+                 "dc_buckets": photo_context.DC_BUCKETS}]
+    total = sum(s.get("train_seconds", s.get("seconds", 0)) for s in lineage)
+    fields = {"lineage": lineage, "total_train_seconds": round(total, 1), "dc_prediction": True,
+              "coding": "context model (.cae version 3): MED-predicted DC, checkerboard AC contexts"}
+    msg = f"quality {q}: DC table {dc_seconds:.0f} s, context model {ctx['seconds']:.0f} s"
+    if eval_images:
+        modelio.CODEC_CACHE.clear()
+        m = photo_eval.measure_photo_codec(photo_codec.load_photo_codec(q), eval_images)
+        fields["test"] = {k: m[k] for k in ("images", "bpp", "psnr_db", "ssim", "estimated_bpp")}
+        msg += f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB"
+    modelio.update_model_card(path, **fields)
+    modelio.CODEC_CACHE.clear()
+    return msg
 
 
 if __name__ == "__main__":
