@@ -71,27 +71,40 @@ def checkerboard(h: int, w: int) -> np.ndarray:
     return (np.arange(h)[:, None] + np.arange(w)[None, :]) % 2 == 0
 
 
-def ac_features(mag: np.ndarray, earlier: np.ndarray, c: int, n: int = 8) -> np.ndarray:
-    """The four integer counts that choose channel ``c``'s table, ``(h, w, 4)`` int64.
-
-    ``mag``: ``(h, w, C)`` magnitudes ``|symbol value|`` (only the channels already
-    decoded are used); ``earlier``: ``(h, w)`` sum of the magnitudes of the AC channels
-    decoded before ``c`` in each block. Features: the two neighbouring frequencies
-    ``(u-1, v)`` and ``(u, v-1)`` of the same block; ``earlier``; ``earlier`` summed over
-    the four neighbouring blocks; channel ``c`` itself summed over the four neighbours
-    (meaningful in the second pass only, when those are decoded)."""
+def near_frequencies(mag: np.ndarray, c: int, n: int = 8) -> np.ndarray:
+    """``|value|`` of the two neighbouring frequencies ``(u-1, v)`` and ``(u, v-1)`` of
+    channel ``c = u * n + v`` in each block, summed (the DC excluded: its size is the
+    block's brightness, not its detail). ``mag``: ``(C, h, w)``; returns ``(h, w)``."""
     u, v = divmod(int(c), n)
-    near = np.zeros(mag.shape[:2], np.int64)
-    for du, dv in ((1, 0), (0, 1)):  # (not the DC: its size is brightness, not detail)
+    near = np.zeros(mag.shape[1:], np.int64)
+    for du, dv in ((1, 0), (0, 1)):
         if u - du >= 0 and v - dv >= 0 and (u - du, v - dv) != (0, 0):
-            near += mag[..., (u - du) * n + v - dv]
-    return np.stack([near, earlier, _neighbour_sum(earlier), _neighbour_sum(mag[..., c])], axis=-1)
+            near += mag[(u - du) * n + v - dv]
+    return near
+
+
+def ac_features(mag: np.ndarray, earlier: np.ndarray, c: int, n: int = 8) -> np.ndarray:
+    """The four integer counts that choose channel ``c``'s table, ``(4, h, w)`` int64.
+
+    ``mag``: ``(C, h, w)`` magnitudes ``|symbol value|`` (only the channels already
+    decoded are used); ``earlier``: ``(h, w)`` sum of the magnitudes of the AC channels
+    decoded before ``c`` in each block. Features: the two neighbouring frequencies of the
+    same block (:func:`near_frequencies`); ``earlier``; ``earlier`` summed over the four
+    neighbouring blocks; channel ``c`` itself summed over the four neighbours (used in
+    the second pass only, when those are decoded: its weight is 0 in the first)."""
+    return np.stack([near_frequencies(mag, c, n), earlier, _neighbour_sum(earlier),
+                     _neighbour_sum(mag[c])])
 
 
 def ac_scores(features: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``(..., 4)`` counts and integer weights ``(5,)`` (the last is the bias) -> integer
-    scores ``(...)``: ``sum_k w_k * round(16 log2(1 + f_k)) + bias``."""
-    return _log16(features) @ weights[:N_FEATURES] + weights[N_FEATURES]
+    """Counts ``(4, ...)`` and integer weights ``(5,)`` (the last is the bias) -> integer
+    scores ``(...)``: ``sum_k w_k * round(16 log2(1 + f_k)) + bias``. A feature whose
+    weight is 0 is not looked at."""
+    score = np.full(np.shape(features)[1:], weights[N_FEATURES], np.int64)
+    for k in range(N_FEATURES):
+        if weights[k]:
+            score += weights[k] * _log16(features[k])
+    return score
 
 
 def dc_prediction(s0: np.ndarray, row: int, first: int = 0) -> np.ndarray:
@@ -186,58 +199,70 @@ class ContextModel:
     # -- the walk shared by encoder, decoder and rate estimate ---------------------------
     def _walk(self, s0: np.ndarray, mag: np.ndarray, visit_dc, visit_ac) -> None:
         """Go through the symbols in coding order. ``s0`` ``(h, w)``: channel 0's symbols;
-        ``mag`` ``(h, w, C)``: magnitudes ``|value|``. Both hold everything decoded so
-        far (the encoder fills them at the start). ``visit_dc(row, buckets)`` must
-        complete row ``row`` of both; ``visit_ac(c, p, mask, buckets)`` the positions
-        ``mask`` of channel ``c`` in ``mag``."""
-        h, w, _ = mag.shape
+        ``mag`` ``(C, h, w)``: magnitudes ``|value|``. Both hold everything decoded so far
+        (the encoder fills them at the start). ``visit_dc(row, buckets)`` must complete
+        row ``row`` of both; ``visit_ac(c, p, groups)`` fills channel ``c``'s positions of
+        pass ``p``: ``groups`` lists ``(bucket, flat positions)`` in coding order (buckets
+        ascending, positions in raster order)."""
+        _, h, w = mag.shape
         for row in range(h):
             visit_dc(row, np.searchsorted(self.dc_edges, dc_activity(s0, row), side="left"))
-        white = checkerboard(h, w)
+        passes = [np.flatnonzero(checkerboard(h, w)), np.flatnonzero(~checkerboard(h, w))]
         earlier = np.zeros((h, w), np.int64)
         for c in self.order[1:]:
-            for p, mask in enumerate((white, ~white)):
-                visit_ac(int(c), p, mask, self.buckets(c, p, ac_features(mag, earlier, c, self.side)))
-            earlier += mag[..., c]
+            features = np.zeros((N_FEATURES, h, w), np.int64)
+            features[0], features[1], features[2] = near_frequencies(mag, c, self.side), earlier, _neighbour_sum(earlier)
+            for p, where in enumerate(passes):
+                if p:
+                    features[3] = _neighbour_sum(mag[c])
+                buckets = self.buckets(c, p, features.reshape(N_FEATURES, -1)[:, where])
+                order = np.argsort(buckets, kind="stable")
+                cuts = np.flatnonzero(np.diff(buckets[order])) + 1
+                visit_ac(int(c), p, [(int(buckets[g[0]]), where[g]) for g in np.split(order, cuts) if len(g)])
+            earlier += mag[c]
 
     def _dc_residuals(self, s0: np.ndarray, row: int) -> np.ndarray:
         k0 = int(self.sizes[0])
         return s0[row] - dc_prediction(s0, row, k0 // 2) + k0 - 1
 
     # -- coding -------------------------------------------------------------------------
+    def _planes(self, symbols: np.ndarray):
+        """``(h, w, C)`` symbols -> ``(C, h, w)`` symbol planes and their magnitudes."""
+        planes = np.ascontiguousarray(np.moveaxis(np.asarray(symbols, np.int64), -1, 0))
+        return planes, np.abs(planes + self.offsets[:, None, None])
+
     def encode(self, symbols: np.ndarray) -> bytes:
         """Symbols ``(h, w, C)`` int (each in ``[0, sizes[c])``) -> range-coded payload."""
-        symbols = np.asarray(symbols, np.int64)
-        s0, mag = symbols[..., 0], np.abs(symbols + self.offsets)
+        planes, mag = self._planes(symbols)
+        flat = planes.reshape(len(planes), -1)
         streams = []
 
         def dc(row, buckets):
-            res = self._dc_residuals(s0, row)
+            res = self._dc_residuals(planes[0], row)
             for b in np.unique(buckets):
                 streams.append((res[buckets == b], self._model(("dc", int(b)))))
 
-        def ac(c, p, mask, buckets):
-            for b in np.unique(buckets[mask]):
-                sel = mask & (buckets == b)
-                streams.append((symbols[..., c][sel], self._model((c, p, int(b)))))
+        def ac(c, p, groups):
+            streams.extend((flat[c][where], self._model((c, p, b))) for b, where in groups)
 
-        self._walk(s0, mag, dc, ac)
+        self._walk(planes[0], mag, dc, ac)
         return entropy.range_code(streams)
 
     def decode(self, payload: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         """Inverse of :meth:`encode` for symbols of ``shape`` ``(h, w, C)``, int32."""
         decoder = entropy.range_decoder(payload)
-        out = np.zeros(shape, np.int64)
-        s0, mag = np.zeros(shape[:2], np.int64), np.zeros(shape, np.int64)
+        h, w, channels = shape
+        planes, mag = np.zeros((channels, h, w), np.int64), np.zeros((channels, h, w), np.int64)
+        flat, flat_mag = planes.reshape(channels, -1), mag.reshape(channels, -1)
         k0 = int(self.sizes[0])
 
         def dc(row, buckets):
-            res = np.empty(shape[1], np.int64)
+            res = np.empty(w, np.int64)
             for b in np.unique(buckets):
                 sel = buckets == b
                 res[sel] = decoder.decode(self._model(("dc", int(b))), int(sel.sum()))
             res = (res - (k0 - 1)).tolist()
-            up = s0[row - 1].tolist() if row else None
+            up = planes[0, row - 1].tolist() if row else None
             left, values = k0 // 2, []
             for j, r in enumerate(res):  # MED needs the left neighbour just decoded
                 if row == 0:
@@ -248,38 +273,37 @@ class ContextModel:
                     pred = dc_predict_one(left, up[j], up[j - 1])
                 left = min(max(pred + r, 0), k0 - 1)  # (clipped: a corrupt file stays in range)
                 values.append(left)
-            s0[row] = values
-            mag[row, :, 0] = np.abs(s0[row] + self.offsets[0])
+            planes[0, row] = values
+            mag[0, row] = np.abs(planes[0, row] + self.offsets[0])
 
-        def ac(c, p, mask, buckets):
-            for b in np.unique(buckets[mask]):
-                sel = mask & (buckets == b)
-                vals = np.asarray(decoder.decode(self._model((c, p, int(b))), int(sel.sum())), np.int64)
-                out[..., c][sel] = vals
-                mag[..., c][sel] = np.abs(vals + self.offsets[c])
+        def ac(c, p, groups):
+            for b, where in groups:
+                vals = np.asarray(decoder.decode(self._model((c, p, b)), len(where)), np.int64)
+                flat[c][where] = vals
+                flat_mag[c][where] = np.abs(vals + self.offsets[c])
 
-        self._walk(s0, mag, dc, ac)
-        out[..., 0] = s0
-        return out.astype(np.int32)
+        self._walk(planes[0], mag, dc, ac)
+        return np.moveaxis(planes, 0, -1).astype(np.int32)
 
     def symbol_bits(self, symbols: np.ndarray) -> np.ndarray:
         """``-log2 p`` of every symbol of ``symbols`` ``(h, w, C)`` under the context model,
         ``(h, w, C)`` float64 (channel 0: the cost of its prediction residual). Summed, it
         is what :meth:`encode` spends, up to the coder's few bytes of overhead."""
-        symbols = np.asarray(symbols, np.int64)
-        s0, mag = symbols[..., 0], np.abs(symbols + self.offsets)
-        bits = np.zeros(symbols.shape, np.float64)
+        planes, mag = self._planes(symbols)
+        flat = planes.reshape(len(planes), -1)
+        bits = np.zeros(planes.shape, np.float64)
+        flat_bits = bits.reshape(len(planes), -1)
         dc_log2 = np.log2(np.asarray(self.dc_pmfs, np.float64))
 
         def dc(row, buckets):
-            bits[row, :, 0] = -dc_log2[buckets, self._dc_residuals(s0, row)]
+            bits[0, row] = -dc_log2[buckets, self._dc_residuals(planes[0], row)]
 
-        def ac(c, p, mask, buckets):
-            lg = np.log2(np.asarray(self.pmfs[c, p, :, :self.sizes[c]], np.float64))
-            bits[..., c][mask] = -lg[buckets[mask], symbols[..., c][mask]]
+        def ac(c, p, groups):
+            for b, where in groups:
+                flat_bits[c][where] = -self.log2_table(c, p, b)[flat[c][where]]
 
-        self._walk(s0, mag, dc, ac)
-        return bits
+        self._walk(planes[0], mag, dc, ac)
+        return np.moveaxis(bits, 0, -1)
 
     def estimate_bits(self, symbols: np.ndarray) -> float:
         """The rate of ``symbols`` ``(h, w, C)`` under the context model, in bits."""
@@ -316,13 +340,13 @@ def fit_context_model(symbol_arrays, sizes, offsets, base_pmfs, n_buckets: int =
     weights = np.zeros((channels, 2, N_FEATURES + 1), np.int64)
     edges = np.zeros((channels, 2, n_buckets - 1), np.int64)
     pmfs = np.zeros((channels, 2, n_buckets, int(sizes.max())), np.float32)
-    mags = [np.abs(s + offsets) for s in arrays]
+    mags = [np.ascontiguousarray(np.moveaxis(np.abs(s + offsets), -1, 0)) for s in arrays]
     earlier = [np.zeros(s.shape[:2], np.int64) for s in arrays]
     for c in order[1:]:
         feats = [ac_features(m, e, c, side) for m, e in zip(mags, earlier)]
         for p in (0, 1):
             masks = [checkerboard(*s.shape[:2]) ^ bool(p) for s in arrays]
-            x = np.concatenate([_log16(f[m]) for f, m in zip(feats, masks)]).astype(np.float64)
+            x = np.concatenate([_log16(f[:, m]).T for f, m in zip(feats, masks)]).astype(np.float64)
             y = np.concatenate([s[..., c][m] for s, m in zip(arrays, masks)])
             target = 16.0 * np.log2(1.0 + np.abs(y + offsets[c]))
             cols = [0, 1, 2] + ([3] if p else [])  # the white pass knows no same-channel neighbour
@@ -331,7 +355,7 @@ def fit_context_model(symbol_arrays, sizes, offsets, base_pmfs, n_buckets: int =
             w = np.zeros(N_FEATURES + 1)
             w[cols], w[N_FEATURES] = fit[:-1], fit[-1]
             weights[c, p] = np.round(w * WEIGHT_SCALE).astype(np.int64)
-            scores = ac_scores(np.concatenate([f[m] for f, m in zip(feats, masks)]), weights[c, p])
+            scores = ac_scores(np.concatenate([f[:, m] for f, m in zip(feats, masks)], axis=1), weights[c, p])
             edges[c, p] = _quantile_edges(scores, n_buckets)
             bucket = np.searchsorted(edges[c, p], scores, side="left")
             base = np.asarray(base_pmfs[c], np.float64)[:sizes[c]]
@@ -339,7 +363,7 @@ def fit_context_model(symbol_arrays, sizes, offsets, base_pmfs, n_buckets: int =
                 counts = np.bincount(y[bucket == b], minlength=int(sizes[c])).astype(np.float64)
                 pmfs[c, p, b, :sizes[c]] = (counts + alpha * base) / (counts.sum() + alpha)
         for m, e in zip(mags, earlier):
-            e += m[..., c]
+            e += m[c]
     # DC: MED residuals, bucketed by the activity of the row above
     k0 = int(sizes[0])
     res, act = [], []

@@ -438,7 +438,7 @@ def test_context_model_tables_are_chosen_with_integers_only(tiny_ctx):
     integer sums of a lookup table, never floating point."""
     cm = tiny_ctx.context
     assert cm.weights.dtype == cm.edges.dtype == cm.dc_edges.dtype == np.int64
-    feats = np.random.default_rng(0).integers(0, 5000, (7, 9, photo_context.N_FEATURES))
+    feats = np.random.default_rng(0).integers(0, 5000, (photo_context.N_FEATURES, 7, 9))
     scores = photo_context.ac_scores(feats, cm.weights[5, 1])
     assert scores.dtype == np.int64
     assert photo_context.LOG2_16.dtype == np.int64 and photo_context.LOG2_16[0] == 0
