@@ -162,6 +162,54 @@ def train_photo_cae(trainer, patches_u8: np.ndarray, lam: float, *, steps: int =
     return {"seconds": time.perf_counter() - start, "history": hist.history}
 
 
+def train_photo_decoder(encoder, decoder, tables: dict, patches_u8: np.ndarray, *, steps: int = 1200,
+                        batch_size: int = 8, learning_rate: float = 3e-4, seed: int = 42,
+                        log_every: int = 100, verbose: int = 0) -> dict:
+    """Stage 2 of the photo codec: train ``decoder`` alone, for the mean squared error, on
+    what it really receives when decoding a file: the (frozen) ``encoder``'s latents of
+    the crops, rounded exactly as the codec rounds them (``tables``: the ``medians``,
+    ``offsets`` and ``sizes`` of its code tables). Stage 1 trained it on a noisy stand-in
+    for rounding. The encoder and the prior are untouched, so the symbols, the tables and
+    the rate stay exactly the same; only the pixels get better.
+
+    ``patches_u8``: ``(N, P, P, 1)`` uint8 crops. Adam with warm-up and cosine decay.
+    Returns ``{"seconds", "history"}``; history holds the mean MSE (0..1 scale) over
+    each ``log_every`` steps.
+    """
+    import time
+
+    import tensorflow as tf
+
+    steps = check_int("steps", steps, 1, 10_000_000)
+    set_seed(seed)
+    medians = np.asarray(tables["medians"], np.float32)
+    offsets = np.asarray(tables["offsets"], np.float32)
+    top = np.asarray(tables["sizes"], np.float32) - 1.0
+
+    def round_like_the_codec(y):  # symbols = clip(round(y - median) - offset, 0, K - 1)
+        ops = keras.ops
+        return ops.clip(ops.round(y - medians) - offsets, 0.0, top) + offsets + medians
+
+    encoder.trainable = False
+    try:
+        inp = keras.Input(patches_u8.shape[1:], name="image")
+        rounded = keras.layers.Lambda(round_like_the_codec, name="round_like_the_codec")(encoder(inp))
+        model = keras.Model(inp, decoder(rounded), name="decoder_on_rounded_latents")
+        model.compile(optimizer=make_optimizer("adam", learning_rate, steps, warmup_steps=min(100, steps // 10)),
+                      loss=keras.losses.MeanSquaredError())
+        data = (tf.data.Dataset.from_tensor_slices(patches_u8)
+                .shuffle(min(len(patches_u8), 4096), seed=seed).repeat()
+                .map(lambda p: (tf.cast(p, tf.float32) / 255.0,) * 2)
+                .batch(batch_size, drop_remainder=True).prefetch(2))
+        log_every = max(1, min(int(log_every), steps))
+        start = time.perf_counter()
+        hist = model.fit(data, epochs=-(-steps // log_every), steps_per_epoch=log_every, shuffle=False,
+                         verbose=verbose)
+    finally:
+        encoder.trainable = True
+    return {"seconds": time.perf_counter() - start, "history": hist.history}
+
+
 def fit_prior_to_encoder(trainer, patches_u8: np.ndarray, batch_size: int = 8, steps: int = 300,
                          learning_rate: float = 1e-2) -> float:
     """Fit the trainer's prior (alone, at a high learning rate) to the latents its encoder

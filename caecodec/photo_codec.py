@@ -34,19 +34,19 @@ from .modelio import load_model, model_fingerprint, save_model
 from .models import PHOTO_STRIDE
 from .photo_context import ContextModel
 
-PHOTO_HALO = 16            # tile margin in pixels (2 latent rows), wider than the decoder's reach
+PHOTO_HALO = 32            # tile margin in pixels (4 latent rows), wider than the decoder's reach
 PHOTO_TILE = 1024          # tile size in pixels (a multiple of PHOTO_STRIDE)
 #: Photo codec qualities: lambda in loss = bits per pixel + lambda * MSE (0..255 scale),
 #: and the DCT gain each starts from (the initial quantization step is 1/gain). Both grow
 #: by a factor sqrt(2) (gain) and 2 (lambda) per level: at high rate the best lambda
 #: scales as 1/MSE, i.e. as gain squared.
-PHOTO_QUALITY_LAMBDAS = {1: 0.0003, 2: 0.0006, 3: 0.0012, 4: 0.0024, 5: 0.0048, 6: 0.0096}
+PHOTO_QUALITY_LAMBDAS = {1: 0.0003, 2: 0.0006, 3: 0.0012, 4: 0.0024, 5: 0.0048, 6: 0.0096, 7: 0.0192}
 #: Photographs shipped inside scikit-image (no download needed) used to TRAIN the photo
 #: codec. The evaluation photos (Kodak) are never used for training.
 PHOTO_TRAINING_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins",
                          "moon", "clock", "brick", "grass", "gravel", "hubble_deep_field",
                          "immunohistochemistry", "retina", "page", "text")
-PHOTO_QUALITY_GAINS = {1: 1.2, 2: 1.7, 3: 2.4, 4: 3.4, 5: 4.8, 6: 6.8}
+PHOTO_QUALITY_GAINS = {1: 1.2, 2: 1.7, 3: 2.4, 4: 3.4, 5: 4.8, 6: 6.8, 7: 9.6}
 
 
 def photo_model_path(quality: int) -> Path:

@@ -2,11 +2,15 @@
 
     python scripts/train_photo_codecs.py --qualities 1 2 3 4 5 6 --steps 4500 --force
 
-reproduces the shipped models (``caecodec/models/photo_q*``) in one command, stage by
-stage: (1) the network (below), (2) the DC prediction table (``.cae`` v2) and (3) the
-context model's tables (``.cae`` v3, :mod:`caecodec.photo_context`), both counted on the
-training photos. Each stage and its wall time goes into the model's card (``lineage``).
-``--context-only`` redoes stages 2 and 3 for already trained models.
+(and ``--qualities 7 --init-from 6 --steps 1500`` for quality 7) reproduces the shipped
+models (``caecodec/models/photo_q*``) in one command, stage by stage: (1) the network
+(below), (2) the DC prediction table (``.cae`` v2) and (3) the context model's tables
+(``.cae`` v3, :mod:`caecodec.photo_context`), both counted on the training photos, and
+(4) the refined decoder (``models.build_photo_cae(refined=True)``), trained alone on the
+encoder's rounded latents (``codec_training.train_photo_decoder``; the encoder, the prior
+and the tables stay as they are). Each stage and its wall time goes into the model's card
+(``lineage``). ``--context-only`` redoes stages 2 and 3, ``--refine-only`` stage 4, for
+already trained models.
 
 Each quality is a fully convolutional rate-distortion CAE (models.build_photo_cae,
 an 8x8 stride-8 convolution started from the DCT plus a deblocking decoder)
@@ -43,12 +47,16 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=None,
                     help="peak learning rate (default 1e-3 from scratch, 5e-4 warm-started)")
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--patch", type=int, default=128)
+    ap.add_argument("--patch", type=int, default=128, help="stage 1: crop size")
     ap.add_argument("--filters", type=int, default=32, help="width of the decoder's deblocking CNN")
     ap.add_argument("--gain", type=float, default=None,
                     help="initial DCT gain (default: photo_codec.PHOTO_QUALITY_GAINS[quality])")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--refine-steps", type=int, default=1200, help="stage 4: steps of the decoder's refinement")
+    ap.add_argument("--refine-patch", type=int, default=96, help="stage 4: crop size")
+    ap.add_argument("--refine-lr", type=float, default=3e-4, help="stage 4: peak learning rate")
+    ap.add_argument("--refine-only", action="store_true", help="only stage 4, for already trained models")
     ap.add_argument("--context-only", "--dc-only", dest="context_only", action="store_true",
                     help="do not train the network: only (re)count the DC prediction and context "
                          "tables of --qualities and re-measure their cards")
@@ -61,9 +69,10 @@ def main(argv=None) -> int:
         init, _, _, init_card = modelio.load_model(photo_codec.photo_model_path(args.init_from))
         init_lineage = init_card.get("lineage", [])
     eval_images = photo_eval.load_photo_folder(photo_eval.photo_eval_folder()) if photo_eval.photo_eval_folder() else None
-    if args.context_only:
+    if args.context_only or args.refine_only:
         for q in args.qualities:
-            print(tables_stages(q, images, eval_images), flush=True)
+            print((refine_stage(q, images, eval_images, args) if args.refine_only
+                   else tables_stages(q, images, eval_images)), flush=True)
         return 0
     for q in args.qualities:
         lam = photo_codec.PHOTO_QUALITY_LAMBDAS[q]
@@ -94,7 +103,55 @@ def main(argv=None) -> int:
         path = photo_codec.save_photo_codec(trainer, prior, q, card, overwrite=args.force)
         print(f"quality {q} (lambda {lam}): trained {r['seconds']:.0f} s -> {path}", flush=True)
         print(tables_stages(q, images, eval_images), flush=True)
+        if args.refine_steps:
+            print(refine_stage(q, images, eval_images, args), flush=True)
     return 0
+
+
+def refine_stage(q: int, images: dict, eval_images: dict | None, args) -> str:
+    """Stage 4 for quality ``q``: the shipped model's weights go into the refined
+    architecture (its new layers start at zero, so nothing changes yet), the decoder
+    alone is trained on rounded latents, and the model is saved with the same encoder,
+    prior and code tables (the DC and context tables are carried over: they depend on
+    the encoder only)."""
+    path = photo_codec.photo_model_path(q)
+    old, _, _, card = modelio.load_model(path)
+    if card.get("refined"):
+        return f"quality {q}: already refined; retrain stage 1 first (--force) to refine again"
+    with np.load(path.with_suffix(".npz")) as npz:
+        old_tables = {k: npz[k] for k in npz.files}
+    trainer, enc, dec, prior = models.build_photo_cae(card.get("initial_gain", 1.0), card.get("filters", 32),
+                                                      args.patch, refined=True)
+    models.copy_weights_by_name(old, trainer)
+    patches = codec_training.photo_patches(images, args.refine_steps * args.batch_size, args.refine_patch,
+                                           seed=args.seed * 1000 + 500 + q)
+    r = codec_training.train_photo_decoder(enc, dec, old_tables, patches, steps=args.refine_steps,
+                                           batch_size=args.batch_size, learning_rate=args.refine_lr,
+                                           seed=args.seed + 500 + q, verbose=2,
+                                           log_every=max(args.refine_steps // 10, 1))
+    stage = {"stage": "refine decoder", "quality": q, "steps": args.refine_steps, "batch_size": args.batch_size,
+             "patch": args.refine_patch, "learning_rate": args.refine_lr, "seconds": round(r["seconds"], 1),
+             "mse": [float(v) for v in r["history"]["loss"]]}
+    lineage = card.get("lineage", []) + [stage]
+    keep = {k: v for k, v in card.items() if k not in ("model", "parameters", "fingerprint", "versions")}
+    keep.update(lineage=lineage, refined=True,
+                total_train_seconds=round(sum(s.get("train_seconds", s.get("seconds", 0)) for s in lineage), 1),
+                architecture=keep.get("architecture", "") + "; stage 4: a latent-resolution residual block "
+                "before the synthesis and two full-resolution residual blocks after the deblocking CNN, "
+                "trained on the rounded latents")
+    photo_codec.save_photo_codec(trainer, prior, q, keep, overwrite=True)
+    tables = {**old_tables}
+    codec_training._write_photo_tables(q, tables)  # the encoder and prior are unchanged: same tables
+    msg = f"quality {q}: decoder refined in {r['seconds']:.0f} s"
+    if eval_images:
+        modelio.CODEC_CACHE.clear()
+        m = photo_eval.measure_photo_codec(photo_codec.load_photo_codec(q), eval_images)
+        before = card.get("test", {})
+        modelio.update_model_card(path, test={k: m[k] for k in ("images", "bpp", "psnr_db", "ssim", "estimated_bpp")})
+        msg += (f"; on {m['images']} test photos: {m['bpp']:.3f} bpp, {m['psnr_db']:.2f} dB "
+                f"(before: {before.get('bpp', float('nan')):.3f} bpp, {before.get('psnr_db', float('nan')):.2f} dB)")
+    modelio.CODEC_CACHE.clear()
+    return msg
 
 
 def tables_stages(q: int, images: dict, eval_images: dict | None) -> str:
@@ -111,8 +168,8 @@ def tables_stages(q: int, images: dict, eval_images: dict | None) -> str:
     ctx = codec_training.add_context_model(q, images)
     card = fileio.read_card(path)
     lineage = [s for s in card.get("lineage", []) if s.get("stage") not in ("dc prediction", "context model")]
-    lineage += [{"stage": "dc prediction", "seconds": round(dc_seconds, 1), "images": len(images)},
-                {"stage": "context model", "seconds": round(ctx["seconds"], 1), "images": ctx["images"],
+    lineage += [{"stage": "dc prediction", "quality": q, "seconds": round(dc_seconds, 1), "images": len(images)},
+                {"stage": "context model", "quality": q, "seconds": round(ctx["seconds"], 1), "images": ctx["images"],
                  "blocks": ctx["blocks"], "buckets": photo_context.CONTEXT_BUCKETS,
                  "dc_buckets": photo_context.DC_BUCKETS}]
     total = sum(s.get("train_seconds", s.get("seconds", 0)) for s in lineage)
