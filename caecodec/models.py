@@ -164,7 +164,7 @@ def dct_filters(n: int = 8) -> np.ndarray:
     return np.einsum("ui,vj->ijuv", basis, basis).reshape(n, n, 1, n * n).astype(np.float32)
 
 
-def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128, refined: bool = False):
+def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128):
     """A fully convolutional rate-distortion CAE for grayscale images of any size.
 
     Encoder: one 8x8 convolution with stride 8 (64 filters, no bias), **started from
@@ -173,18 +173,12 @@ def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128, refi
     CNN at full resolution (three 3x3 convolutions, ``filters`` wide, ReLU) that learns to
     remove block artefacts. Training changes every weight, the DCT included.
 
-    ``refined=True`` gives the stage-2 decoder (:func:`caecodec.codec_training.train_photo_decoder`):
-    before the synthesis, a residual block at the latent's resolution (3x3 convolutions
-    64 -> 128 -> 64, so each block's coefficients are corrected from its neighbours'), and
-    after the deblocking CNN two more residual blocks at full resolution. Their last
-    layers start at zero, so a stage-1 model's weights give the same output in it.
-
     Why not a random start like the digit codec? On photos, a Balle-style GDN network
-    from random weights needs far more steps than 2 CPU cores give in minutes; the DCT
-    start puts training straight into a good region. ``gain`` sets the initial
-    quantization step (larger = finer = more bits). ``H`` and ``W`` must be multiples of
-    8 (:class:`PhotoCodec` pads). Returns ``(trainer, encoder, decoder, prior)`` like
-    :func:`build_rd_cae`.
+    from random weights needs far more steps than 2 CPU cores give in minutes (notebook
+    06 says what happened); the DCT start puts training straight into a good region.
+    ``gain`` sets the initial quantization step (larger = finer = more bits).
+    ``H`` and ``W`` must be multiples of 8 (:class:`PhotoCodec` pads). Returns
+    ``(trainer, encoder, decoder, prior)`` like :func:`build_rd_cae`.
     """
     dct = dct_filters(PHOTO_STRIDE)
     channels = dct.shape[-1]
@@ -195,23 +189,13 @@ def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128, refi
     analysis.set_weights([dct * float(gain)])
 
     dec_in = keras.Input((None, None, channels), name="latent")
-    z = dec_in
-    if refined:
-        r = layers.Conv2D(2 * channels, 3, padding="same", activation="relu", name="latent_refine1")(z)
-        r = layers.Conv2D(channels, 3, padding="same", kernel_initializer="zeros", name="latent_refine2")(r)
-        z = layers.Add(name="latent_refined")([z, r])
     synthesis = layers.Conv2DTranspose(1, PHOTO_STRIDE, strides=PHOTO_STRIDE, padding="valid",
                                        use_bias=False, name="synthesis")
-    z = synthesis(z)
+    z = synthesis(dec_in)
     r = layers.Conv2D(filters, 3, padding="same", activation="relu", name="post1")(z)
     r = layers.Conv2D(filters, 3, padding="same", activation="relu", name="post2")(r)
     r = layers.Conv2D(1, 3, padding="same", kernel_initializer="zeros", name="post3")(r)
     out = layers.Add(name="deblocked")([z, r])
-    for i in (1, 2) if refined else ():
-        r = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"polish{i}a")(out)
-        r = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"polish{i}b")(r)
-        r = layers.Conv2D(1, 3, padding="same", kernel_initializer="zeros", name=f"polish{i}c")(r)
-        out = layers.Add(name=f"polished{i}")([out, r])
     decoder = keras.Model(dec_in, out, name="photo_decoder")
     synthesis.set_weights([dct / float(gain)])
 
@@ -223,25 +207,6 @@ def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128, refi
     x_hat = layers.Identity(name="x_hat")(decoder(y_noisy))
     trainer = keras.Model(inp, {"x_hat": x_hat, "bits": bits}, name="photo_cae")
     return trainer, encoder, decoder, prior_layer
-
-
-def copy_weights_by_name(source, target) -> list[str]:
-    """Copy the weights of every layer of ``source`` into the layer of the same name in
-    ``target`` (nested models walked into); returns the names copied. Layers only in
-    ``target`` keep their own start (stage 2's new layers start at zero)."""
-    def flat(model):
-        out = {}
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                out.update(flat(layer))
-            elif layer.weights:
-                out[layer.name] = layer
-        return out
-
-    src, dst = flat(source), flat(target)
-    for name in set(src) & set(dst):
-        dst[name].set_weights(src[name].get_weights())
-    return sorted(set(src) & set(dst))
 
 
 def build_digit_classifier():

@@ -34,7 +34,7 @@ from .modelio import load_model, model_fingerprint, save_model
 from .models import PHOTO_STRIDE
 from .photo_context import ContextModel
 
-PHOTO_HALO = 32            # tile margin in pixels (4 latent rows), wider than the decoder's reach
+PHOTO_HALO = 16            # tile margin in pixels (2 latent rows), wider than the decoder's reach
 PHOTO_TILE = 1024          # tile size in pixels (a multiple of PHOTO_STRIDE)
 #: Photo codec qualities: lambda in loss = bits per pixel + lambda * MSE (0..255 scale),
 #: and the DCT gain each starts from (the initial quantization step is 1/gain). Both grow

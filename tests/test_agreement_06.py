@@ -85,7 +85,7 @@ def model_problems(ns: dict, qualities=None) -> list[str]:
     arguments and a small variant); then every shipped quality's weights load into the
     notebook-built model and give the package codec's latent and image."""
     problems = []
-    for kwargs in ({}, {"gain": 3.0, "filters": 8, "patch": 64}, {"refined": True}):
+    for kwargs in ({}, {"gain": 3.0, "filters": 8, "patch": 64}):
         mine, theirs = ns["build_photo_cae"](**kwargs), models.build_photo_cae(**kwargs)
         for part, a, b in zip(("trainer", "encoder", "decoder"), mine, theirs):
             ra, rb = _layer_rows(a), _layer_rows(b)
@@ -101,7 +101,7 @@ def model_problems(ns: dict, qualities=None) -> list[str]:
     x = (_photo().astype(np.float32) / 255.0)[None, :, :, None]
     for q in (photo_codec.photo_qualities() if qualities is None else qualities):
         codec = photo_codec.load_photo_codec(q)
-        trainer, encoder, decoder, _ = ns["build_photo_cae"](refined=bool(codec.card.get("refined")))
+        trainer, encoder, decoder, _ = ns["build_photo_cae"]()
         try:
             trainer.load_weights(photo_codec.photo_model_path(q))
         except Exception as exc:  # a layer or a shape that does not match
@@ -187,11 +187,6 @@ def test_dct_check_fails_without_the_dc_normalisation(tmp_path):
 
 def test_dct_check_fails_on_transposed_filters(tmp_path):
     assert dct_problems(_broken(tmp_path, '"ui,vj->ijuv"', '"ui,vj->jiuv"'))
-
-
-def test_model_check_fails_on_another_refined_layer(tmp_path):
-    assert model_problems(_broken(tmp_path, "layers.Conv2D(2 * channels, 3,", "layers.Conv2D(channels, 3,"),
-                          qualities=[photo_codec.photo_qualities()[0]])
 
 
 def test_model_check_fails_on_another_layer_shape(tmp_path):

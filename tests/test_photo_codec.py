@@ -301,7 +301,7 @@ def test_shipped_model_cards_record_training_and_metrics(shipped):
         stages = [s.get("stage", "train network") for s in card["lineage"]]
         assert stages[0] == "train network"
         assert stages[-3:] == ["dc prediction", "context model", "refine decoder"], stages
-        assert card["refined"] is True
+        assert card["decoder_refined"] is True
         assert all(s.get("train_seconds", s.get("seconds")) > 0 for s in card["lineage"])
 
 
@@ -516,24 +516,3 @@ def test_no_evaluation_photo_is_a_training_photo():
             for c in range(0, img.shape[1] - 255, 128):
                 assert img[r:r + 256, c:c + 256].tobytes() not in keys
     assert not set(evaluation) & set(photo_codec.PHOTO_TRAINING_IMAGES)
-
-
-def test_the_refined_decoder_needs_and_gets_a_wider_halo():
-    """The refined decoder (stage 4) reaches one block further through its latent-resolution
-    convolution and 6 more pixels through its full-resolution blocks: 3 blocks (24 pixels)
-    in all. The default halo covers that; a 2-block halo does not (the control)."""
-    cu.set_seed(3)
-    trainer, enc, dec, prior = models.build_photo_cae(gain=4.0, filters=4, patch=32, refined=True)
-    rng = np.random.default_rng(3)
-    for name in ("latent_refine2", "post3", "polish1c", "polish2c"):  # wake up the zero-started layers
-        layer = dec.get_layer(name)
-        layer.set_weights([rng.normal(0, 0.05, w.shape).astype(np.float32) for w in layer.get_weights()])
-    codec = photo_codec.PhotoCodec(enc, dec, keras_layers.build_code_tables(prior), 3, modelio.model_fingerprint(trainer))
-    sym = codec.symbols_of(_photo(200, 232, seed=8))
-    lat = codec.dequantize(sym)
-    whole = photo_codec.decode_tiled(dec, lat, tile=1024).astype(int)
-    assert photo_codec.PHOTO_HALO >= 24
-    tiled = photo_codec.decode_tiled(dec, lat, tile=64, halo=photo_codec.PHOTO_HALO).astype(int)
-    assert np.abs(tiled - whole).max() <= 1
-    narrow = photo_codec.decode_tiled(dec, lat, tile=64, halo=16).astype(int)
-    assert np.abs(narrow - whole).max() > 1
