@@ -70,8 +70,8 @@ def _photo_summary(codec: str, setting, per_image: list[dict], folder=None) -> d
     out = {"codec": codec, "setting": setting, "images": len(per_image),
            **{k: float(np.mean([r[k] for r in per_image])) for k in keys},
            "per_image": per_image}
-    if folder is not None:
-        out["folder"] = str(folder)
+    if folder is not None:  # relative to the course, so that no machine's path is recorded
+        out["folder"] = os.path.relpath(folder, paths.COURSE_ROOT or Path.cwd())
     if per_image and "estimated_bpp" in per_image[0]:
         out["estimated_bpp"] = float(np.mean([r["estimated_bpp"] for r in per_image]))
     return out
