@@ -428,12 +428,13 @@ def stray_ink_share(digit: np.ndarray, radius: int = 2, strong: float = 0.5) -> 
 #   notebook 04  cu.images (any image -> a digit), cu.formats (.cae bytes), cu.files, cu.cli
 #   notebook 05  cu.digit_codec, cu.entropy, cu.keras_layers, cu.classic, cu.pca,
 #                cu.compare, cu.bdrate, cu.rd_plots
-#   notebook 06  cu.photo_codec, cu.photo_eval, cu.codec_training
+#   notebook 06  cu.photo_codec, cu.photo_context, cu.photo_eval, cu.codec_training
 #   the app      cu.app, cu.matched
 from caecodec import (  # noqa: E402,F401
     app, bdrate, classic, cli, codec_training, compare, digit_codec, entropy, files, formats,
     images, keras_layers, matched, metrics, modelio, models, pca, photo_codec, photo_eval,
     plots, rd_plots, training)
+from caecodec import photo_context  # noqa: E402,F401  (notebook 06: the photo codec's context model)
 from caecodec.metrics import mse_per_image, psnr_from_mse, reconstruction_metrics  # noqa: E402,F401
 
 if __name__ == "__main__":

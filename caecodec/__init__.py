@@ -3,8 +3,8 @@
 Layers, from the bottom (each imports only those above it in this list):
 
 * ``errors``, ``paths``: the one exception type; where models and data live.
-* ``fileio``, ``formats``, ``entropy``, ``metrics``, ``bdrate``, ``mnist``, ``images``,
-  ``classic``: bytes, files, numbers and pictures. No Keras: reading a ``.cae`` header
+* ``fileio``, ``formats``, ``entropy``, ``photo_context``, ``metrics``, ``bdrate``, ``mnist``,
+  ``images``, ``classic``: bytes, files, numbers and pictures. No Keras: reading a ``.cae`` header
   (``cae info``) never starts TensorFlow.
 * ``backend``: Keras and TensorFlow, imported once and quietly.
 * ``keras_layers``, ``models``, ``modelio``, ``training``: networks, saving and training.

@@ -65,7 +65,10 @@ def app_qualities(mode: str) -> list[int]:
     raise CAEError(f"Unknown mode {mode!r}; choose 'digit' or 'photo'.")
 
 
-_APP_NAMES = {"cae": "CAE (.cae)", "jpeg": "JPEG", "webp": "WebP"}
+_APP_NAMES = {"cae": "CAE (.cae)", "jpeg": "JPEG", "webp": "WebP", "avif": "AVIF", "jxl": "JPEG XL",
+              "jpeg2000": "JPEG 2000"}
+#: What each format's setting is called (JPEG 2000's is OpenJPEG's level, a target PSNR).
+_SETTING_NAMES = {"jpeg2000": "level"}
 
 
 def _png_data_uri(image_u8: np.ndarray) -> str:
@@ -88,7 +91,7 @@ def app_result_html(result: dict) -> str:
     import html
 
     h, w = result["height"], result["width"]
-    show_w = 168 if max(h, w) <= 64 else min(w, 270)  # digits enlarged 6x; four photos in a row
+    show_w = 168 if max(h, w) <= 64 else min(w, 240)  # digits enlarged 6x; photos side by side
     pixelated = "image-rendering:pixelated;" if max(h, w) <= 64 else ""
     style = f"width:{show_w}px;{pixelated}border:1px solid #bbb;display:block"
 
@@ -111,7 +114,7 @@ def app_result_html(result: dict) -> str:
             ssim = "" if r["ssim"] is None else f" &middot; SSIM {r['ssim']:.3f}"
             body = (f"<span class='cae-bytes'>{r['bytes']:,} bytes</span> &middot; {r['bpp']:.3f} bpp<br>"
                     f"PSNR <span class='cae-psnr'>{_fmt_db(r['psnr_db'])}</span>{ssim}<br>"
-                    f"quality {r['quality']}")
+                    f"{_SETTING_NAMES.get(key, 'quality')} {r['quality']}")
             cards.append(card(key, name, body, r["decoded"]))
             ssim_cell = "" if r["ssim"] is None else f"{r['ssim']:.3f}"
             rows.append(f"<tr><td>{name}</td><td>{r['quality']}</td><td>{r['bytes']:,}</td>"
@@ -126,12 +129,14 @@ def app_result_html(result: dict) -> str:
     table = ("<style>.cae-app-table td,.cae-app-table th{padding:2px 10px;text-align:right}"
              ".cae-app-table td:first-child,.cae-app-table th:first-child{text-align:left}</style>"
              "<table class='cae-app-table' style='border-collapse:collapse;margin-top:4px'>"
-             "<tr><th style='text-align:left'>codec</th><th>quality</th><th>bytes</th>"
+             "<tr><th style='text-align:left'>codec</th><th>setting</th><th>bytes</th>"
              "<th>bits/pixel</th><th>PSNR</th><th>SSIM</th></tr>" + "".join(rows) + "</table>")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result["notes"])
-    explain = ("JPEG and WebP are shown at the <b>largest file that is not bigger than the .cae "
-               "file</b> (binary search on their quality setting). PSNR and SSIM are measured "
-               "against the original shown on the left.")
+    names = " and ".join(", ".join(_APP_NAMES.get(k, k) for k in result["classic"]).rsplit(", ", 1))
+    explain = (f"{names} are shown at the <b>largest file that is not bigger than the .cae "
+               "file</b> (binary search on their quality setting; for JPEG 2000 on OpenJPEG's "
+               "level, a target PSNR in dB). PSNR and SSIM are measured against the original "
+               "shown on the left.")
     return (f"<div class='cae-app-result'><div style='display:flex;flex-wrap:wrap'>{''.join(cards)}</div>"
             f"{table}<p style='margin:6px 0'>{explain}</p>"
             + (f"<ul style='margin:0'>{notes}</ul>" if notes else "") + "</div>")
@@ -145,7 +150,7 @@ def _app_error(message: str) -> str:
 
 class CodecApp:
     """The classroom codec app: pick or upload an image, choose mode and quality, press
-    **Encode**; see the reconstruction and JPEG/WebP at a matched size.
+    **Encode**; see the reconstruction and JPEG, WebP, JPEG XL and JPEG 2000 at a matched size.
 
     ``app.widget`` is the box to display (JupyterLab, or Voila via ``make app``);
     :meth:`run` does what the Encode button does, so a headless run shows a result with

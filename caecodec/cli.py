@@ -79,10 +79,11 @@ def describe_file(path) -> str:
         n = (len(data) - formats.CAE_V0_MIN_SIZE) // 4
         return (f"{path}: .cae version 0 (float latent), {n} float32 numbers, model fingerprint "
                 f"{data[4:8].hex()}, {len(data)} bytes")
-    if kind in ("v1", "v2"):
-        first = formats.CAE_V1_FIRST_BYTE if kind == "v1" else formats.CAE_V2_FIRST_BYTE
+    if kind in ("v1", "v2", "v3"):
+        first = data[0]
         quality, model_byte, h, w, payload = formats.unpack_v1(data, source=str(path), first_byte=first)
-        what = "learned digit codec" if kind == "v1" else "photo codec"
+        what = {"v1": "learned digit codec", "v2": "photo codec",
+                "v3": "photo codec with context model"}[kind]
         return (f"{path}: .cae version {kind[1]} ({what}), quality {quality}, {w}x{h} pixels, "
                 f"model byte 0x{model_byte:02x}, {len(data)} bytes ({len(payload)} of payload, "
                 f"{8 * len(data) / (h * w):.3f} bits per pixel)")

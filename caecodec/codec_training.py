@@ -2,7 +2,8 @@
 
 Rate-distortion training for the digit and photo codecs, the photo training crops from
 scikit-image's bundled photographs (the Kodak evaluation photos are never used), the
-prior's warm start, DC-prediction tables, and the digit classifier.
+prior's warm start, the photo codec's DC-prediction and context-model tables (counted on
+the training photos), and the digit classifier.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .keras_layers import BitsPerImage, MeanOfPrediction, UniformNoise
 from .modelio import run_model
 from .models import build_digit_classifier
 from .photo_codec import PHOTO_TRAINING_IMAGES, PhotoCodec, load_photo_codec, photo_model_path
+from .photo_context import fit_context_model
 from .training import BATCH_SIZE_RANGE, EPOCH_RANGE, make_optimizer
 
 
@@ -155,7 +157,56 @@ def train_photo_cae(trainer, patches_u8: np.ndarray, lam: float, *, steps: int =
         fit_prior_to_encoder(trainer, patches_u8[:prior_warmup_steps * batch_size], batch_size,
                              prior_warmup_steps)
     hist = trainer.fit(data, epochs=-(-steps // log_every), steps_per_epoch=log_every,
+                       shuffle=False,  # the dataset shuffles itself; Keras warns otherwise
                        callbacks=list(callbacks), verbose=verbose)
+    return {"seconds": time.perf_counter() - start, "history": hist.history}
+
+
+def train_photo_decoder(encoder, decoder, tables: dict, patches_u8: np.ndarray, *, steps: int = 1200,
+                        batch_size: int = 8, learning_rate: float = 3e-4, seed: int = 42,
+                        log_every: int = 100, verbose: int = 0) -> dict:
+    """Stage 2 of the photo codec: train ``decoder`` alone, for the mean squared error, on
+    what it really receives when decoding a file: the (frozen) ``encoder``'s latents of
+    the crops, rounded exactly as the codec rounds them (``tables``: the ``medians``,
+    ``offsets`` and ``sizes`` of its code tables). Stage 1 trained it on a noisy stand-in
+    for rounding. The encoder and the prior are untouched, so the symbols, the tables and
+    the rate stay exactly the same; only the pixels get better.
+
+    ``patches_u8``: ``(N, P, P, 1)`` uint8 crops. Adam with warm-up and cosine decay.
+    Returns ``{"seconds", "history"}``; history holds the mean MSE (0..1 scale) over
+    each ``log_every`` steps.
+    """
+    import time
+
+    import tensorflow as tf
+
+    steps = check_int("steps", steps, 1, 10_000_000)
+    set_seed(seed)
+    medians = np.asarray(tables["medians"], np.float32)
+    offsets = np.asarray(tables["offsets"], np.float32)
+    top = np.asarray(tables["sizes"], np.float32) - 1.0
+
+    def round_like_the_codec(y):  # symbols = clip(round(y - median) - offset, 0, K - 1)
+        ops = keras.ops
+        return ops.clip(ops.round(y - medians) - offsets, 0.0, top) + offsets + medians
+
+    encoder.trainable = False
+    try:
+        inp = keras.Input(patches_u8.shape[1:], name="image")
+        rounded = keras.layers.Lambda(round_like_the_codec, name="round_like_the_codec")(encoder(inp))
+        model = keras.Model(inp, decoder(rounded), name="decoder_on_rounded_latents")
+        model.compile(optimizer=make_optimizer("adam", learning_rate, steps, warmup_steps=min(100, steps // 10)),
+                      loss=keras.losses.MeanSquaredError())
+        data = (tf.data.Dataset.from_tensor_slices(patches_u8)
+                .shuffle(min(len(patches_u8), 4096), seed=seed).repeat()
+                .map(lambda p: (tf.cast(p, tf.float32) / 255.0,) * 2)
+                .batch(batch_size, drop_remainder=True).prefetch(2))
+        log_every = max(1, min(int(log_every), steps))
+        start = time.perf_counter()
+        hist = model.fit(data, epochs=-(-steps // log_every), steps_per_epoch=log_every, shuffle=False,
+                         verbose=verbose)
+    finally:
+        encoder.trainable = True
     return {"seconds": time.perf_counter() - start, "history": hist.history}
 
 
@@ -193,24 +244,65 @@ def dc_prediction_table(codec: PhotoCodec, images) -> np.ndarray:
     return counts / counts.sum()
 
 
-def add_dc_prediction(quality: int, images=None) -> dict:
-    """Add DC prediction to the shipped photo codec ``quality``: count the residual
-    table on the training photos and store it in its ``.npz`` (atomically). Returns the
-    tables. The model's weights are unchanged, so its fingerprint is too."""
+def _photo_tables(quality: int) -> dict:
+    """The code tables in ``models/photo_q<N>.npz`` as a dict of arrays."""
+    with np.load(photo_model_path(quality).with_suffix(".npz")) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _write_photo_tables(quality: int, tables: dict) -> None:
     import io
 
-    path = photo_model_path(quality)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **tables)
+    atomic_write_bytes(photo_model_path(quality).with_suffix(".npz"), buf.getvalue())
+    modelio.CODEC_CACHE.clear()
+
+
+def add_dc_prediction(quality: int, images=None) -> dict:
+    """Add DC prediction (``.cae`` version 2) to the shipped photo codec ``quality``:
+    count the residual table on the training photos and store it in its ``.npz``
+    (atomically). Returns the tables. The model's weights are unchanged, so its
+    fingerprint is too."""
     images = photo_training_images() if images is None else images
-    with np.load(path.with_suffix(".npz")) as npz:
-        tables = {k: npz[k] for k in npz.files if k != "dc_pmf"}
+    tables = {k: v for k, v in _photo_tables(quality).items() if k != "dc_pmf"}
     base = load_photo_codec(quality)
     plain = PhotoCodec(base.encoder, base.decoder, tables, quality, base.fingerprint, base.card)
     tables["dc_pmf"] = dc_prediction_table(plain, images)
-    buf = io.BytesIO()
-    np.savez(buf, **tables)
-    atomic_write_bytes(path.with_suffix(".npz"), buf.getvalue())
-    modelio.CODEC_CACHE.clear()
+    _write_photo_tables(quality, tables)
     return tables
+
+
+def photos_at_scales(images, scales=(1.0, 0.75, 0.5)) -> list[np.ndarray]:
+    """Every photo at each of ``scales`` (antialiased), as in :func:`photo_patches`:
+    the images the context model's tables are counted on. ``uint8`` ``(H, W)`` each."""
+    from PIL import Image
+
+    out = []
+    for arr in (images.values() if isinstance(images, dict) else images):
+        for s in scales:
+            h, w = max(1, int(round(arr.shape[0] * s))), max(1, int(round(arr.shape[1] * s)))
+            out.append(arr if s == 1.0 else np.asarray(Image.fromarray(arr).resize((w, h), Image.LANCZOS)))
+    return out
+
+
+def add_context_model(quality: int, images=None) -> dict:
+    """Fit the context model (:mod:`caecodec.photo_context`, ``.cae`` version 3) of the
+    shipped photo codec ``quality`` on the TRAINING photos at three scales, and store its
+    tables in the model's ``.npz`` beside the factorized ones (atomically). The weights,
+    and so the fingerprint, are unchanged. Returns ``{"seconds", "images", "blocks"}``."""
+    import time
+
+    start = time.perf_counter()
+    images = photo_training_images() if images is None else images
+    tables = {k: v for k, v in _photo_tables(quality).items() if not k.startswith(("ctx_", "dc_ctx_"))}
+    base = load_photo_codec(quality)
+    plain = PhotoCodec(base.encoder, base.decoder, tables, quality, base.fingerprint, base.card)
+    symbols = [plain.symbols_of(img) for img in photos_at_scales(images)]
+    tables.update(fit_context_model(symbols, plain.sizes, plain.offsets, plain.pmfs))
+    _write_photo_tables(quality, tables)
+    return {"seconds": time.perf_counter() - start, "images": len(symbols),
+            "blocks": int(sum(s.shape[0] * s.shape[1] for s in symbols))}
 
 
 def train_digit_classifier(x_train: np.ndarray, y_train: np.ndarray, epochs: int = 3,

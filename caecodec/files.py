@@ -17,7 +17,7 @@ from .fileio import check_output_path, write_output
 from .formats import (
     CAE_MAGIC,
     CAE_V1_FIRST_BYTE,
-    CAE_V2_FIRST_BYTE,
+    PHOTO_FIRST_BYTES,
     pack_float_latent,
     unpack_float_latent,
     unpack_v1,
@@ -73,9 +73,9 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
 
 def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
                     quality: int | None = None) -> dict:
-    """Decode a ``.cae`` file (version 0, 1 or 2, told apart by its first byte) into a PNG.
+    """Decode a ``.cae`` file (version 0 to 3, told apart by its first byte) into a PNG.
 
-    Version 2 (photo codec) files decode to their own size as a grayscale ``uint8``
+    Version 2 and 3 (photo codec) files decode to their own size as a grayscale ``uint8``
     ``(H, W)`` image; versions 0 and 1 to a 28x28 digit.
 
     For version 1 the quality is read from the file; a ``quality`` given here must match
@@ -92,9 +92,9 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
     if not in_path.is_file():
         raise CAEError(f"Input file {in_path} does not exist.")
     data = in_path.read_bytes()
-    if data[:1] == bytes([CAE_V2_FIRST_BYTE]):
+    if data[:1] and data[0] in PHOTO_FIRST_BYTES:
         file_quality, *_ = unpack_v1(data, source=str(in_path), expect_quality=quality,
-                                     first_byte=CAE_V2_FIRST_BYTE)
+                                     first_byte=data[0])
         image = load_photo_codec(file_quality, model_path).decompress(data, source=str(in_path))
         buf = io.BytesIO()
         Image.fromarray(image, mode="L").save(buf, format="PNG", optimize=True)

@@ -13,10 +13,11 @@ Version 0 (notebook 04): the float latent, honestly stored::
 128 latent numbers make a 524-byte file, against 784 raw bytes and about 280 bytes for
 the same digit as a PNG: this is not yet compression.
 
-Version 1 (the learned digit codec, notebook 05) and version 2 (the photo codec,
-notebook 06) share one compact layout; only the first byte differs::
+Version 1 (the learned digit codec, notebook 05) and versions 2 and 3 (the photo codec,
+notebook 06; version 3 codes the payload with the photo codec's context model) share one
+compact layout; only the first byte differs::
 
-    byte 0      0xC1 (digit) or 0xC2 (photo): magic nibble 0xC and the version
+    byte 0      0xC1 (digit), 0xC2 or 0xC3 (photo): magic nibble 0xC and the version
     byte 1      quality level (1..15)
     byte 2      model check: the first byte of the model's weight fingerprint
     bytes 3..   image height, then width, each a LEB128 varint (1 byte each below 128)
@@ -107,6 +108,8 @@ def cae_fields(data: bytes) -> list[tuple[int, int, str, bytes]]:
 
 CAE_V1_FIRST_BYTE = 0xC1
 CAE_V2_FIRST_BYTE = 0xC2
+CAE_V3_FIRST_BYTE = 0xC3   # the photo codec with its context model (caecodec.photo_context)
+PHOTO_FIRST_BYTES = (CAE_V2_FIRST_BYTE, CAE_V3_FIRST_BYTE)
 CAE_MAX_DIMENSION = 1 << 20  # refuse absurd claimed sizes before allocating anything
 CAE_MAX_PIXELS = 1 << 26   # 67 million pixels (8192 x 8192): larger claims are refused
 CAE_MAX_PIXELS_TEXT = "8192 x 8192"
@@ -138,7 +141,8 @@ def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: 
             first_byte: int = CAE_V1_FIRST_BYTE) -> bytes:
     """A complete ``.cae`` v1 file: the header (see the layout above) then ``payload``.
 
-    ``first_byte=CAE_V2_FIRST_BYTE`` writes the same layout as version 2 (photo codec)."""
+    ``first_byte=CAE_V2_FIRST_BYTE`` (or ``CAE_V3_FIRST_BYTE``) writes the same layout as
+    version 2 (or 3), the photo codec's."""
     import binascii
 
     quality = check_int("quality", quality, 1, 15)
@@ -146,7 +150,7 @@ def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: 
         raise CAEError("A model fingerprint of at least one byte is needed to write a .cae file.")
     height = check_int("height", height, 1, CAE_MAX_DIMENSION)
     width = check_int("width", width, 1, CAE_MAX_DIMENSION)
-    if first_byte not in (CAE_V1_FIRST_BYTE, CAE_V2_FIRST_BYTE):
+    if first_byte not in (CAE_V1_FIRST_BYTE, *PHOTO_FIRST_BYTES):
         raise CAEError(f"Unknown .cae first byte 0x{first_byte:02x}.")
     head = bytes([first_byte, quality, fingerprint[0]]) + varint(height) + varint(width)
     crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
@@ -158,8 +162,8 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
               first_byte: int = CAE_V1_FIRST_BYTE) -> tuple[int, int, int, int, bytes]:
     """Check a ``.cae`` v1 file and split it: ``(quality, model_byte, height, width, payload)``.
 
-    ``first_byte=CAE_V2_FIRST_BYTE`` reads a version-2 (photo codec) file instead, whose
-    claimed size must also stay within :data:`CAE_MAX_PIXELS`.
+    ``first_byte=CAE_V2_FIRST_BYTE`` (or ``CAE_V3_FIRST_BYTE``) reads a photo-codec file
+    instead, whose claimed size must also stay within :data:`CAE_MAX_PIXELS`.
 
     Checks, in order: not empty, the magic/version byte, a complete and sane size, the
     CRC (so a damaged byte is reported as corruption), then the quality and the model
@@ -172,9 +176,9 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     if not data:
         raise CAEError(f"{source} is empty (0 bytes).")
     if data[0] != first_byte:
-        if data[0] == CAE_V2_FIRST_BYTE:
-            raise CAEError(f"{source} was written by the photo codec (.cae version 2); decode it "
-                           "with the photo codec (the command line picks it automatically).")
+        if data[0] in PHOTO_FIRST_BYTES:
+            raise CAEError(f"{source} was written by the photo codec (.cae version {data[0] & 0xF}); "
+                           "decode it with the photo codec (the command line picks it automatically).")
         if data[0] == CAE_V1_FIRST_BYTE:
             raise CAEError(f"{source} was written by the 28x28 digit codec (.cae version 1); "
                            "decode it with the digit codec (the command line picks it automatically).")
@@ -183,7 +187,7 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
                            "--quality.")
         if data[0] >> 4 == 0xC:
             raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}; this code reads "
-                           "versions 0, 1 and 2.")
+                           "versions 0 to 3.")
         raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
     if len(data) < 7:
         raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the header.")
@@ -192,7 +196,7 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     width, pos = read_varint(data, pos, source)
     if not (1 <= height <= CAE_MAX_DIMENSION and 1 <= width <= CAE_MAX_DIMENSION):
         raise CAEError(f"{source} is corrupt: it claims an image of {width}x{height} pixels.")
-    if first_byte == CAE_V2_FIRST_BYTE and height * width > CAE_MAX_PIXELS:
+    if first_byte in PHOTO_FIRST_BYTES and height * width > CAE_MAX_PIXELS:
         raise CAEError(f"{source} claims an image of {width}x{height} pixels, more than the "
                        f"photo codec's limit of {CAE_MAX_PIXELS:,}; it is corrupt or not ours.")
     if len(data) < pos + 2:
@@ -232,13 +236,15 @@ def cae_v1_fields(data: bytes) -> list[tuple[int, int, str, bytes]]:
 
 
 def sniff(data: bytes) -> str:
-    """Which ``.cae`` format ``data`` starts with: ``"v0"``, ``"v1"``, ``"v2"``, or
-    ``"unknown"``. Reads only the first bytes; checks nothing else."""
+    """Which ``.cae`` format ``data`` starts with: ``"v0"``, ``"v1"``, ``"v2"``, ``"v3"``
+    or ``"unknown"``. Reads only the first bytes; checks nothing else."""
     head = bytes(data[:3])
     if head[:1] == bytes([CAE_V1_FIRST_BYTE]):
         return "v1"
     if head[:1] == bytes([CAE_V2_FIRST_BYTE]):
         return "v2"
+    if head[:1] == bytes([CAE_V3_FIRST_BYTE]):
+        return "v3"
     if head == CAE_MAGIC:
         return "v0"
     return "unknown"

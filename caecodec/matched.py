@@ -1,8 +1,10 @@
 """One image, the learned codec and the classic codecs at a matched file size.
 
 :func:`compare_at_matched_size` encodes an image with the CAE, then finds for each
-classic format the largest file that is not bigger (binary search on its quality). The
-app (:mod:`caecodec.app`) only draws widgets around it.
+classic format (JPEG, WebP, JPEG XL and JPEG 2000 by default; AVIF on request) the
+largest file that is not bigger, by a binary search on its setting: the quality, or for
+JPEG 2000 OpenJPEG's level (a target PSNR in dB). The app (:mod:`caecodec.app`) only
+draws widgets around it.
 """
 from __future__ import annotations
 
@@ -14,8 +16,13 @@ from .errors import CAEError
 from .images import check_u8_image, image_to_digit, to_float_images, to_uint8_images
 from .metrics import psnr_from_mse, ssim_per_image
 
-#: Quality range searched for each classic format (Pillow's own ranges).
-APP_CLASSIC_QUALITIES = {"jpeg": (1, 100), "webp": (0, 100), "avif": (0, 100)}
+#: Setting range searched for each classic format: Pillow's quality ranges; libjxl's
+#: quality without 100 (which switches JPEG XL to lossless, so its file size is not
+#: monotone there); OpenJPEG's level, a target PSNR in dB (the file grows with it).
+APP_CLASSIC_QUALITIES = {"jpeg": (1, 100), "webp": (0, 100), "avif": (0, 100), "jxl": (0, 99),
+                         "jpeg2000": (1, 100)}
+#: The classic formats the app shows beside the .cae file, in this order.
+APP_FORMATS = ("jpeg", "webp", "jxl", "jpeg2000")
 #: Photos with a longer side than this are scaled down first (a phone picture stays quick).
 APP_MAX_SIDE = 1024
 
@@ -84,9 +91,9 @@ def _classic_search(image: np.ndarray, fmt: str, max_bytes: int) -> tuple[dict |
 
 
 def classic_at_matched_size(image_u8_2d: np.ndarray, fmt: str, max_bytes: int) -> dict | None:
-    """The largest ``fmt`` file ("jpeg", "webp" or "avif") of the image that is not bigger than
-    ``max_bytes``, found by binary search on the quality; None if even the lowest quality
-    makes a bigger file.
+    """The largest ``fmt`` file (a key of :data:`APP_CLASSIC_QUALITIES`) of the image that
+    is not bigger than ``max_bytes``, found by binary search on the quality (JPEG 2000: the
+    level); None if even the lowest setting makes a bigger file.
 
     The search keeps "quality ``low`` fits, quality ``high`` does not", so the answer's
     quality fits and quality + 1 does not (``next_quality``, ``next_bytes``), unless the
@@ -132,7 +139,7 @@ def app_digit(image_u8_2d: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def compare_at_matched_size(image_u8_2d: np.ndarray, quality: int, mode: str = "digit",
-                            formats=("jpeg", "webp")) -> dict:
+                            formats=APP_FORMATS) -> dict:
     """Encode one image with the learned codec and with each classic format at a matched size.
 
     ``mode="digit"``: the image becomes a 28x28 digit (:func:`app_digit`) and goes through

@@ -175,7 +175,7 @@ def build_photo_cae(gain: float = 8.0, filters: int = 32, patch: int = 128):
 
     Why not a random start like the digit codec? On photos, a Balle-style GDN network
     from random weights needs far more steps than 2 CPU cores give in minutes (notebook
-    06 quotes the measured gap); the DCT start puts training straight into a good region.
+    06 says what happened); the DCT start puts training straight into a good region.
     ``gain`` sets the initial quantization step (larger = finer = more bits).
     ``H`` and ``W`` must be multiples of 8 (:class:`PhotoCodec` pads). Returns
     ``(trainer, encoder, decoder, prior)`` like :func:`build_rd_cae`.

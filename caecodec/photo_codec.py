@@ -27,11 +27,12 @@ from .backend import keras
 from .digit_codec import LearnedCodec
 from .errors import CAEError, check_int
 from .fileio import atomic_write_bytes
-from .formats import CAE_V2_FIRST_BYTE, pack_v1, unpack_v1
+from .formats import CAE_V2_FIRST_BYTE, CAE_V3_FIRST_BYTE, PHOTO_FIRST_BYTES, pack_v1, unpack_v1
 from .images import check_photo_size, photo_to_gray_u8
 from .keras_layers import build_code_tables
 from .modelio import load_model, model_fingerprint, save_model
 from .models import PHOTO_STRIDE
+from .photo_context import ContextModel
 
 PHOTO_HALO = 16            # tile margin in pixels (2 latent rows), wider than the decoder's reach
 PHOTO_TILE = 1024          # tile size in pixels (a multiple of PHOTO_STRIDE)
@@ -39,13 +40,13 @@ PHOTO_TILE = 1024          # tile size in pixels (a multiple of PHOTO_STRIDE)
 #: and the DCT gain each starts from (the initial quantization step is 1/gain). Both grow
 #: by a factor sqrt(2) (gain) and 2 (lambda) per level: at high rate the best lambda
 #: scales as 1/MSE, i.e. as gain squared.
-PHOTO_QUALITY_LAMBDAS = {1: 0.0003, 2: 0.0006, 3: 0.0012, 4: 0.0024, 5: 0.0048, 6: 0.0096}
+PHOTO_QUALITY_LAMBDAS = {1: 0.0003, 2: 0.0006, 3: 0.0012, 4: 0.0024, 5: 0.0048, 6: 0.0096, 7: 0.0192}
 #: Photographs shipped inside scikit-image (no download needed) used to TRAIN the photo
 #: codec. The evaluation photos (Kodak) are never used for training.
 PHOTO_TRAINING_IMAGES = ("astronaut", "camera", "coffee", "chelsea", "rocket", "coins",
                          "moon", "clock", "brick", "grass", "gravel", "hubble_deep_field",
                          "immunohistochemistry", "retina", "page", "text")
-PHOTO_QUALITY_GAINS = {1: 1.2, 2: 1.7, 3: 2.4, 4: 3.4, 5: 4.8, 6: 6.8}
+PHOTO_QUALITY_GAINS = {1: 1.2, 2: 1.7, 3: 2.4, 4: 3.4, 5: 4.8, 6: 6.8, 7: 9.6}
 
 
 def photo_model_path(quality: int) -> Path:
@@ -145,6 +146,10 @@ class PhotoCodec(LearnedCodec):
                 raise CAEError("The code tables are inconsistent (DC table size); restore the .npz file.")
             self._dc_model = entropy.categorical(self.dc_pmf)
             self._dc_log2 = np.log2(self.dc_pmf)
+        # The context model (caecodec.photo_context): with it, files are written as .cae
+        # version 3; version-2 files (factorized prior + DC prediction) stay readable.
+        has_context = hasattr(tables, "get") and tables.get("ctx_pmfs") is not None
+        self.context = ContextModel(tables, self.sizes, self.offsets) if has_context else None
 
     # -- DC prediction -----------------------------------------------------------------
     def dc_residuals(self, s0: np.ndarray) -> np.ndarray:
@@ -191,7 +196,10 @@ class PhotoCodec(LearnedCodec):
 
     def estimate_image_bits(self, symbols: np.ndarray) -> float:
         """The rate estimate for one image's symbols, in bits: ``-sum log2 p`` under the
-        tables the coder uses (the DC residual table for channel 0 if there is one)."""
+        tables the coder uses (the context model if there is one, else the factorized
+        tables with the DC residual table for channel 0 if there is one)."""
+        if self.context is not None:
+            return self.context.estimate_bits(symbols)
         if self.dc_pmf is None:
             return float(self.estimate_bits(symbols[None])[0])
         bits = -self._dc_log2[self.dc_residuals(symbols[..., 0])].sum()
@@ -216,23 +224,43 @@ class PhotoCodec(LearnedCodec):
         image = photo_to_gray_u8(image)
         check_photo_size(*image.shape)
         symbols = self.symbols_of(image)
+        if self.context is not None:
+            payload, first = self.context.encode(symbols), CAE_V3_FIRST_BYTE
+        else:
+            payload, first = self._code(symbols), CAE_V2_FIRST_BYTE
         return pack_v1(self.quality, self.fingerprint, image.shape[0], image.shape[1],
-                       self._code(symbols), first_byte=CAE_V2_FIRST_BYTE)
+                       payload, first_byte=first)
 
     def decompress(self, data: bytes, source: str = "the .cae data") -> np.ndarray:
-        """A ``.cae`` v2 file -> the image, ``(H, W)`` uint8, H and W from its header.
+        """A ``.cae`` v3 (or v2) file -> the image, ``(H, W)`` uint8, H and W from its header.
 
         The header is fully checked (size limits, CRC, quality, model) before anything
         is allocated; a damaged payload raises :class:`CAEError`."""
+        data = bytes(data)
+        first = data[0] if data and data[0] in PHOTO_FIRST_BYTES else CAE_V3_FIRST_BYTE
         _, _, h, w, payload = unpack_v1(data, self.fingerprint, source=source,
-                                        expect_quality=self.quality,
-                                        first_byte=CAE_V2_FIRST_BYTE)
+                                        expect_quality=self.quality, first_byte=first)
+        if first == CAE_V3_FIRST_BYTE and self.context is None:
+            raise CAEError(f"{source} needs the photo codec's context model (.cae version 3), "
+                           "but this model's code tables have none; restore its .npz file.")
         shape = (-(-h // PHOTO_STRIDE), -(-w // PHOTO_STRIDE), len(self._models))
         try:
-            symbols = self._uncode_shape(payload, shape)
+            if first == CAE_V3_FIRST_BYTE:
+                symbols = self.context.decode(payload, shape)
+            else:
+                symbols = self._uncode_shape(payload, shape)
         except Exception as exc:  # constriction found the payload inconsistent
             raise CAEError(f"{source} is corrupt: its coded data cannot be decoded ({exc}).") from None
         return self.image_of(self.dequantize(symbols), h, w)
+
+
+def _read_tables(path: Path) -> dict:
+    """A model's code tables (``.npz``) as a dict of arrays; :class:`CAEError` if damaged."""
+    try:
+        with np.load(path) as npz:
+            return {k: npz[k] for k in npz.files}
+    except Exception as exc:  # a truncated or foreign file
+        raise CAEError(f"The code tables {path} are damaged ({type(exc).__name__}); restore the file.") from None
 
 
 def save_photo_codec(trainer, prior, quality: int, card: dict, overwrite: bool = False) -> Path:
@@ -273,8 +301,7 @@ def load_photo_codec(quality: int, path: str | os.PathLike | None = None,
         raise CAEError(f"{path} is the photo model for quality {card['quality']}, not {quality}.")
     if not tables_path.is_file():
         raise CAEError(f"The code tables {tables_path} are missing; they ship beside the model.")
-    with np.load(tables_path) as npz:
-        tables = {k: npz[k] for k in npz.files}
+    tables = _read_tables(tables_path)
     codec = PhotoCodec(encoder, decoder, tables, quality, model_fingerprint(trainer), card, tile=tile)
     modelio.CODEC_CACHE[key] = codec
     return codec

@@ -70,8 +70,8 @@ def _photo_summary(codec: str, setting, per_image: list[dict], folder=None) -> d
     out = {"codec": codec, "setting": setting, "images": len(per_image),
            **{k: float(np.mean([r[k] for r in per_image])) for k in keys},
            "per_image": per_image}
-    if folder is not None:
-        out["folder"] = str(folder)
+    if folder is not None:  # relative to the course, so that no machine's path is recorded
+        out["folder"] = os.path.relpath(folder, paths.COURSE_ROOT or Path.cwd())
     if per_image and "estimated_bpp" in per_image[0]:
         out["estimated_bpp"] = float(np.mean([r["estimated_bpp"] for r in per_image]))
     return out
@@ -99,12 +99,21 @@ def measure_photo_classic(images: dict, fmt: str, quality: int | None) -> dict:
     return _photo_summary(fmt, quality, rows)
 
 
-#: Quality sweeps for the classic codecs on photos; they cover about 0.05 to 2 bpp.
+#: Setting sweeps for the classic codecs on photos; they cover about 0.05 to 2 bpp. JPEG XL
+#: (libjxl, effort 7) by quality; JPEG 2000 (OpenJPEG) by level, a target PSNR in dB.
 PHOTO_CLASSIC_SWEEPS = {"jpeg": (2, 5, 10, 15, 20, 30, 40, 50, 60, 75, 85, 90),
                         "webp": (0, 5, 10, 20, 30, 40, 50, 60, 75, 85, 90),
-                        "avif": (0, 10, 20, 30, 40, 50, 60, 70, 80)}
+                        "avif": (0, 10, 20, 30, 40, 50, 60, 70, 80),
+                        "jxl": (0, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90),
+                        "jpeg2000": (22, 24, 26, 28, 30, 32, 34, 36, 38, 40)}
+#: The classic codecs the photo codec is compared with, in the tables' order.
+PHOTO_RIVALS = ("jpeg", "webp", "avif", "jxl", "jpeg2000")
 #: Bjontegaard deltas on photos are computed over this range of bits per pixel.
 PHOTO_BD_RANGE_BPP = (0.1, 1.0)
+#: The quality of the large-image test (notebook 06 and the benchmark use the same).
+LARGE_IMAGE_QUALITY = 3
+#: The speed test's image size (width, height): a Kodak photo's full size.
+SPEED_TEST_SIZE = (768, 512)
 
 
 def _summary_row(result: dict) -> dict:
@@ -132,7 +141,7 @@ def photo_rate_distortion(images: dict, qualities=None, sweeps=None, with_avif: 
     return rows if keep_per_image else [_summary_row(r) for r in rows]
 
 
-def photo_bd_table(rows, a: str = "cae", against=("jpeg", "webp", "avif"),
+def photo_bd_table(rows, a: str = "cae", against=PHOTO_RIVALS,
                    bpp_range=PHOTO_BD_RANGE_BPP, metric: str = "psnr_db") -> dict:
     """BD-rate (and BD-PSNR) of codec ``a`` against each other codec on photos.
 
@@ -157,6 +166,10 @@ def photo_bd_table(rows, a: str = "cae", against=("jpeg", "webp", "avif"),
     return out
 
 
+PHOTO_CODEC_NAMES = {"cae": "the photo CAE", "jpeg": "JPEG", "webp": "WebP", "avif": "AVIF",
+                     "jxl": "JPEG XL", "jpeg2000": "JPEG 2000"}
+
+
 def photo_bd_lines(bd: dict) -> list[str]:
     """One readable line per codec from :func:`photo_bd_table`'s result."""
     lines = []
@@ -166,7 +179,7 @@ def photo_bd_lines(bd: dict) -> list[str]:
             lines.append(f"against {codec}: no BD-rate ({d['reason']})")
             continue
         more = "fewer" if d["bd_rate_percent"] < 0 else "more"
-        lines.append(f"against {codec.upper()}: BD-rate {d['bd_rate_percent']:+.1f}% "
+        lines.append(f"against {PHOTO_CODEC_NAMES.get(codec, codec)}: BD-rate {d['bd_rate_percent']:+.1f}% "
                      f"(the CAE needs {abs(d['bd_rate_percent']):.1f}% {more} bits for the same "
                      f"{'PSNR' if d['metric'] == 'psnr_db' else 'SSIM'}), "
                      + ("BD-PSNR " if d["metric"] == "psnr_db" else "BD-SSIM ")
@@ -273,17 +286,73 @@ def seam_demo(codec: PhotoCodec, image_u8: np.ndarray, tile: int = 64) -> dict:
 
 
 def photo_card_rows() -> list[dict]:
-    """One row per shipped photo quality: lambda, training steps and seconds (this
-    stage and the whole lineage), and its recorded test metrics."""
+    """One row per shipped photo quality, from its card: lambda, and each stage of its
+    training with its wall time (``stages``: ``[{"stage", "seconds", ...}]``; the
+    network's training stages carry ``steps``), the total, and the test metrics the card
+    records (measured on the evaluation photos through real bytes)."""
     rows = []
     for q in photo_qualities():
         card = read_card(photo_model_path(q))
-        rows.append({"quality": q, "lambda": card.get("lambda"),
-                     "stages": len(card.get("lineage", [])),
-                     "steps": sum(s.get("steps", 0) for s in card.get("lineage", [])),
-                     "train_seconds": card.get("train_seconds"),
+        stages = [{"stage": s.get("stage", "train network"),
+                   "seconds": s.get("train_seconds", s.get("seconds")), **s}
+                  for s in card.get("lineage", [])]
+        rows.append({"quality": q, "lambda": card.get("lambda"), "stages": stages,
+                     "steps": sum(s.get("steps", 0) for s in stages),
                      "total_train_seconds": card.get("total_train_seconds"),
-                     "warm_start_from": card.get("lineage", [{}])[-1].get("warm_start_from"),
                      "parameters": card.get("parameters"), **{f"test_{k}": v for k, v in card.get("test", {}).items()
                                                                if k in ("bpp", "psnr_db", "ssim")}})
     return rows
+
+
+def coding_variants(quality: int) -> dict:
+    """The shipped photo codec ``quality`` with its entropy coding built up step by step,
+    as ``{name: PhotoCodec}``. Encoder and decoder are the same, so are the decoded
+    pixels; only the bits differ: the factorized prior alone (one table per channel),
+    plus DC prediction (``.cae`` version 2), and the context model (version 3, the shipped
+    codec)."""
+    from .photo_codec import _read_tables
+
+    base = load_photo_codec(quality)
+    tables = _read_tables(photo_model_path(quality).with_suffix(".npz"))
+    plain = {k: tables[k] for k in ("medians", "offsets", "pmfs", "sizes")}
+    out = {"factorized prior": PhotoCodec(base.encoder, base.decoder, plain, quality, base.fingerprint)}
+    if "dc_pmf" in tables:
+        out["+ DC prediction (v2)"] = PhotoCodec(base.encoder, base.decoder, {**plain, "dc_pmf": tables["dc_pmf"]},
+                                                 quality, base.fingerprint)
+    if base.context is not None:
+        out["context model (v3)"] = base
+    return out
+
+
+def speed_test_image(size=SPEED_TEST_SIZE) -> np.ndarray:
+    """A photo the codec never saw in training, at ``size`` (width, height): the left view
+    of scikit-image's stereo motorcycle pair, in gray, resized. ``uint8`` ``(H, W)``."""
+    import skimage.data
+    from PIL import Image
+
+    left = skimage.data.stereo_motorcycle()[0]
+    return np.asarray(Image.fromarray(left).convert("L").resize(tuple(size), Image.LANCZOS), np.uint8)
+
+
+def speed_test(quality: int, image: np.ndarray | None = None, repeats: int = 3) -> dict:
+    """Encode and decode one photo (default :func:`speed_test_image`) in this process,
+    timing each call after the model is loaded (start-up is not counted). The first call
+    also traces TensorFlow's graph, so it is reported on its own; ``encode_seconds`` and
+    ``decode_seconds`` are the medians of ``repeats`` more calls."""
+    import time
+
+    image = speed_test_image() if image is None else image
+    codec = load_photo_codec(quality)
+    times = []
+    for _ in range(1 + int(repeats)):
+        t0 = time.perf_counter()
+        data = codec.compress(image)
+        t1 = time.perf_counter()
+        decoded = codec.decompress(data)
+        times.append((t1 - t0, time.perf_counter() - t1))
+    enc, dec = (float(np.median([t[i] for t in times[1:]])) for i in (0, 1))
+    return {"width": int(image.shape[1]), "height": int(image.shape[0]), "quality": int(quality),
+            "bytes": len(data), "bpp": 8.0 * len(data) / image.size, **photo_metrics(image, decoded),
+            "first_encode_seconds": times[0][0], "first_decode_seconds": times[0][1],
+            "encode_seconds": enc, "decode_seconds": dec, "encode_plus_decode_seconds": enc + dec,
+            "repeats": int(repeats)}

@@ -56,6 +56,7 @@ def plot_rate_distortion(ax, rows, metric: str = "psnr_db", codecs=None, label_s
 
 PHOTO_CODEC_STYLE = {"cae": ("C3", "o", "photo CAE (ours)"), "jpeg": ("C0", "s", "JPEG"),
                      "webp": ("C2", "^", "WebP"), "avif": ("C1", "D", "AVIF"),
+                     "jxl": ("C4", "v", "JPEG XL"), "jpeg2000": ("C5", "P", "JPEG 2000"),
                      "mnist_cae_tiles": ("C7", "x", "MNIST-trained CAE on 28x28 tiles")}
 
 

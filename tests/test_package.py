@@ -92,7 +92,7 @@ def test_the_bytes_layer_imports_no_keras():
         return seen
 
     # (mnist imports the backend only inside its Keras-download fallback, so it is not listed)
-    for name in ("errors", "paths", "fileio", "formats", "entropy", "metrics", "bdrate", "images",
+    for name in ("errors", "paths", "fileio", "formats", "entropy", "photo_context", "metrics", "bdrate", "images",
                  "classic"):
         assert "backend" not in reach(name) | {name}, name
         source = (PACKAGE / f"{name}.py").read_text()
@@ -139,7 +139,7 @@ def test_reading_a_header_imports_no_keras(digit_files):
             "'keras': 'keras' in sys.modules, 'tf': 'tensorflow' in sys.modules}))")
     out = run_python(code)
     assert "version 1" in out["line"] and "28x28" in out["line"] and "quality 2" in out["line"]
-    assert "version 2" in out["line2"] and "56x40" in out["line2"]
+    assert "version 3" in out["line2"] and "context model" in out["line2"] and "56x40" in out["line2"]
     assert not out["keras"] and not out["tf"]
 
 

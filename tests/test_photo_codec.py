@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import cae_utils as cu
-from caecodec import cli, codec_training, formats, images, keras_layers, metrics, modelio, models, photo_codec, photo_eval
+from caecodec import (cli, codec_training, formats, images, keras_layers, metrics, modelio, models, photo_codec,
+                      photo_context, photo_eval)
 
 
 @pytest.fixture(scope="module")
@@ -295,8 +296,13 @@ def test_shipped_model_cards_record_training_and_metrics(shipped):
         assert card["kind"] == "photo" and card["quality"] == q
         assert card["lambda"] == photo_codec.PHOTO_QUALITY_LAMBDAS[q]
         assert card["total_train_seconds"] == pytest.approx(
-            sum(s["train_seconds"] for s in card["lineage"]), abs=0.2)
+            sum(s.get("train_seconds", s.get("seconds", 0)) for s in card["lineage"]), abs=0.2)
         assert "kodim" not in card["data"]
+        stages = [s.get("stage", "train network") for s in card["lineage"]]
+        assert stages[0] == "train network"
+        assert stages[-3:] == ["dc prediction", "context model", "refine decoder"], stages
+        assert card["decoder_refined"] is True
+        assert all(s.get("train_seconds", s.get("seconds")) > 0 for s in card["lineage"])
 
 
 # ---- the command line ---------------------------------------------------------------
@@ -391,3 +397,122 @@ def test_shipped_photo_models_use_dc_prediction(shipped):
         assert codec.dc_pmf is not None and codec.card.get("dc_prediction") is True
         # the table comes from the training photos: it peaks at a zero residual
         assert int(np.argmax(codec.dc_pmf)) == int(codec.sizes[0]) - 1
+
+
+# ---- the context model (.cae version 3) ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_ctx(tiny):
+    """The tiny codec with a context model counted on a few synthetic images."""
+    plain = photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, _tables(tiny), 3, tiny.fingerprint)
+    train = [plain.symbols_of(_photo(h, w, seed)) for h, w, seed in ((96, 128, 1), (80, 72, 2), (64, 200, 3))]
+    tables = {**_tables(tiny), **photo_context.fit_context_model(train, plain.sizes, plain.offsets, plain.pmfs)}
+    return photo_codec.PhotoCodec(tiny.encoder, tiny.decoder, tables, 3, tiny.fingerprint)
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (8, 8), (9, 1), (1, 33), (16, 40), (70, 45), (131, 127), (200, 9)])
+def test_context_model_round_trips_the_symbols(tiny_ctx, h, w):
+    img = _photo(h, w, seed=h * 3 + w)
+    data = tiny_ctx.compress(img)
+    assert data[0] == formats.CAE_V3_FIRST_BYTE
+    symbols = tiny_ctx.symbols_of(img)
+    _, _, hh, ww, payload = formats.unpack_v1(data, tiny_ctx.fingerprint, first_byte=formats.CAE_V3_FIRST_BYTE)
+    np.testing.assert_array_equal(tiny_ctx.context.decode(payload, symbols.shape), symbols)
+    assert tiny_ctx.decompress(data).shape == (h, w)
+
+
+def test_context_model_changes_the_bytes_not_the_pixels(tiny, tiny_ctx):
+    img = _photo(120, 160, seed=4)
+    a, b = tiny.compress(img), tiny_ctx.compress(img)
+    assert a[0] == formats.CAE_V2_FIRST_BYTE and b[0] == formats.CAE_V3_FIRST_BYTE and a[1:] != b[1:]
+    np.testing.assert_array_equal(tiny.decompress(a), tiny_ctx.decompress(b))
+    # a version-2 file still decodes with a codec that has a context model ...
+    np.testing.assert_array_equal(tiny_ctx.decompress(a), tiny.decompress(a))
+    # ... but a version-3 file needs one
+    with pytest.raises(cu.CAEError, match="context model"):
+        tiny.decompress(b)
+    est = tiny_ctx.estimate_image_bits(tiny_ctx.symbols_of(img)) / 8
+    assert abs((len(b) - 9) - est) < 0.01 * est + 8
+
+
+def test_context_model_tables_are_chosen_with_integers_only(tiny_ctx):
+    """Encoder and decoder must pick the same table on every machine: the scores are
+    integer sums of a lookup table, never floating point."""
+    cm = tiny_ctx.context
+    assert cm.weights.dtype == cm.edges.dtype == cm.dc_edges.dtype == np.int64
+    feats = np.random.default_rng(0).integers(0, 5000, (photo_context.N_FEATURES, 7, 9))
+    scores = photo_context.ac_scores(feats, cm.weights[5, 1])
+    assert scores.dtype == np.int64
+    assert photo_context.LOG2_16.dtype == np.int64 and photo_context.LOG2_16[0] == 0
+
+
+def test_context_model_decoding_never_leaves_the_alphabet(tiny_ctx):
+    """A payload of random bytes (with a correct CRC, so it gets that far) decodes to
+    symbols inside every channel's alphabet, or raises CAEError; never a crash."""
+    rng = np.random.default_rng(1)
+    for n in (0, 3, 40, 400):
+        data = _crafted(24, 40, rng.integers(0, 256, n, dtype=np.uint8).tobytes(),
+                        first=formats.CAE_V3_FIRST_BYTE, model=tiny_ctx.fingerprint[0])
+        try:
+            out = tiny_ctx.decompress(data)
+        except cu.CAEError:
+            continue
+        assert out.shape == (24, 40) and out.dtype == np.uint8
+
+
+def test_inconsistent_context_tables_are_refused(tiny_ctx):
+    tables = {**_tables(tiny_ctx), **{k: getattr(tiny_ctx.context, a) for k, a in (
+        ("ctx_order", "order"), ("ctx_weights", "weights"), ("ctx_edges", "edges"), ("ctx_pmfs", "pmfs"),
+        ("dc_ctx_edges", "dc_edges"), ("dc_ctx_pmfs", "dc_pmfs"))}}
+    photo_codec.PhotoCodec(tiny_ctx.encoder, tiny_ctx.decoder, tables, 3, tiny_ctx.fingerprint)  # as it is: fine
+    for key, bad in (("ctx_order", tables["ctx_order"][::-1]), ("ctx_pmfs", tables["ctx_pmfs"][:, :, :, :2]),
+                     ("dc_ctx_pmfs", tables["dc_ctx_pmfs"][:, :5])):
+        with pytest.raises(cu.CAEError, match="context tables"):
+            photo_codec.PhotoCodec(tiny_ctx.encoder, tiny_ctx.decoder, {**tables, key: bad}, 3, tiny_ctx.fingerprint)
+
+
+def test_zigzag_order_and_checkerboard():
+    order = photo_context.zigzag_order()
+    assert sorted(order) == list(range(64)) and list(order[:6]) == [0, 1, 8, 16, 9, 2]
+    board = photo_context.checkerboard(3, 4)
+    assert board[0, 0] and not board[0, 1] and not board[1, 0] and board[1, 1] and board.sum() == 6
+
+
+def test_shipped_photo_models_write_version_3_with_fewer_bits(shipped, test_photo):
+    for q, codec in shipped.items():
+        assert codec.context is not None, f"quality {q} has no context model"
+        data = codec.compress(test_photo)
+        assert data[0] == formats.CAE_V3_FIRST_BYTE
+        variants = photo_eval.coding_variants(q)
+        sizes = {name: len(c.compress(test_photo)) for name, c in variants.items()}
+        assert list(sizes) == ["factorized prior", "+ DC prediction (v2)", "context model (v3)"]
+        assert sizes["context model (v3)"] < sizes["+ DC prediction (v2)"] < sizes["factorized prior"], sizes
+        decoded = [c.decompress(c.compress(test_photo)) for c in variants.values()]
+        assert all(np.array_equal(d, decoded[0]) for d in decoded)  # the same pixels every way
+
+
+def test_speed_test_times_a_real_round_trip(shipped):
+    img = photo_eval.speed_test_image((64, 48))
+    assert img.shape == (48, 64) and img.dtype == np.uint8
+    r = photo_eval.speed_test(min(shipped), img, repeats=1)
+    assert r["width"] == 64 and r["height"] == 48 and r["psnr_db"] > 15
+    assert r["encode_seconds"] > 0 and r["decode_seconds"] > 0
+    assert r["encode_plus_decode_seconds"] == pytest.approx(r["encode_seconds"] + r["decode_seconds"])
+
+
+def test_no_evaluation_photo_is_a_training_photo():
+    """The Kodak evaluation photos are never trained on: none of them is (pixel for
+    pixel) one of the training photos at the scales the training and the context
+    tables use, or a 256x256 crop of one."""
+    folder = photo_eval.photo_eval_folder()
+    if folder is None:
+        pytest.skip("no evaluation photos here")
+    evaluation = photo_eval.load_photo_folder(folder)
+    training = codec_training.photos_at_scales(codec_training.photo_training_images())
+    keys = {img.tobytes() for img in evaluation.values()}
+    for img in training:
+        assert img.tobytes() not in keys
+        for r in range(0, img.shape[0] - 255, 128):        # a coarse scan for exact crops
+            for c in range(0, img.shape[1] - 255, 128):
+                assert img[r:r + 256, c:c + 256].tobytes() not in keys
+    assert not set(evaluation) & set(photo_codec.PHOTO_TRAINING_IMAGES)

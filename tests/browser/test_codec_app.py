@@ -2,8 +2,8 @@
 
 The page first shows the app's default result (the notebook calls ``app.run()``). The
 test moves the quality slider with the keyboard, presses Encode and checks the new
-numbers: the .cae size and PSNR, and JPEG and WebP either at a size not above the .cae
-file or with the note that they cannot go that small. Then an uploaded PNG is encoded,
+numbers: the .cae size and PSNR, and JPEG, WebP, JPEG XL and JPEG 2000 either at a size
+not above the .cae file or with the note that they cannot go that small. Then an uploaded PNG is encoded,
 and an uploaded text file gives a clear message instead of a traceback. Screenshot:
 ``figures/browser_codec_app.png``.
 """
@@ -68,7 +68,7 @@ def test_codec_app_quality_encode_and_uploads(voila_app, page):
     expect(cae_card.locator("img")).to_have_count(1)
     expect(result.locator(".cae-app-card[data-codec='original'] img")).to_have_count(1)
     fitted = 0
-    for fmt in ("jpeg", "webp"):
+    for fmt in ("jpeg", "webp", "jxl", "jpeg2000"):
         card = result.locator(f".cae-app-card[data-codec='{fmt}']")
         expect(card).to_have_count(1)
         if card.locator(".cae-bytes").count():
@@ -79,7 +79,7 @@ def test_codec_app_quality_encode_and_uploads(voila_app, page):
         else:
             expect(card.locator(".cae-nofit")).to_contain_text("cannot go this small")
     assert fitted >= 1, "at the higher quality at least one classic codec should fit"
-    expect(result.locator("table.cae-app-table tr")).to_have_count(4)
+    expect(result.locator("table.cae-app-table tr")).to_have_count(6)  # header, .cae, 4 classic
 
     FIGURES.mkdir(exist_ok=True)
     page.screenshot(path=str(FIGURES / "browser_codec_app.png"), full_page=True)
