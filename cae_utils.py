@@ -373,54 +373,6 @@ def receptive_fields(encoder) -> list[tuple]:
     return rows
 
 
-def latent_ranges(latents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension minimum and maximum of ``(N, D)`` latents (e.g. the training set's)."""
-    latents = np.asarray(latents, np.float32).reshape(len(latents), -1)
-    return latents.min(axis=0), latents.max(axis=0)
-
-
-def quantize_uniform(latents: np.ndarray, low: np.ndarray, high: np.ndarray,
-                     bits: int = 8) -> np.ndarray:
-    """Uniform scalar quantization: each latent number to an integer code in ``0 .. 2**bits-1``.
-
-    ``low`` and ``high`` (per dimension, from :func:`latent_ranges`) belong to the model,
-    not to each file; values outside them are clipped. Returns ``uint8`` or ``uint16``.
-    """
-    if not 1 <= int(bits) <= 16:
-        raise CAEError(f"bits must be between 1 and 16, got {bits}.")
-    levels = 2 ** int(bits) - 1
-    span = np.maximum(np.asarray(high, np.float64) - low, 1e-12)
-    codes = np.round((np.clip(latents, low, high) - low) / span * levels)
-    return codes.astype(np.uint8 if bits <= 8 else np.uint16)
-
-
-def dequantize_uniform(codes: np.ndarray, low: np.ndarray, high: np.ndarray,
-                       bits: int = 8) -> np.ndarray:
-    """The latent values that :func:`quantize_uniform` codes stand for (``float32``)."""
-    levels = 2 ** int(bits) - 1
-    span = np.asarray(high, np.float64) - low
-    return (low + np.asarray(codes, np.float64) / levels * span).astype(np.float32)
-
-
-def stray_ink_share(digit: np.ndarray, radius: int = 2, strong: float = 0.5) -> float:
-    """Share of a digit's total brightness lying more than ``radius`` pixels from any stroke.
-
-    A stroke pixel is one at least ``strong`` (digits in [0, 1]); MNIST digits score close
-    to 0. A large value means preprocessing let background (shadows, paper texture) into
-    the digit.
-    """
-    d = np.squeeze(np.asarray(digit, np.float64))
-    near = d >= strong
-    padded = np.pad(near, radius)
-    h, w = d.shape
-    grown = np.zeros_like(near)
-    for dy in range(2 * radius + 1):
-        for dx in range(2 * radius + 1):
-            grown |= padded[dy:dy + h, dx:dx + w]
-    total = d.sum()
-    return float(d[~grown].sum() / total) if total > 0 else 0.0
-
-
 # The rest of the course's tools live in the codec package, one module per job. They are
 # reached as ``cu.<module>.<name>``, so a cell says where its tool comes from:
 #   notebook 02  cu.models (the builders), cu.plots (architecture figures)

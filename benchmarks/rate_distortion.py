@@ -5,22 +5,25 @@
 On the MNIST test set (all 10,000 digits; quick mode, ``--quick`` or ``CAE_QUICK=1``: the
 first 500) it measures, with whole-file bytes (headers included):
 
-* the learned codec (``.cae`` v1) at every shipped quality: mean bytes, bits per pixel,
-  PSNR, SSIM, a digit classifier's accuracy on the decoded digits, the model's own
-  estimate of the payload and the gap between estimate and real payload;
+* the learned codec (``.cae`` v1) at every shipped quality **through the files a user
+  gets**: the test digits saved as PNGs, ``cae encode FOLDER OUT --quality N`` and
+  ``cae decode`` run as fresh processes (``python -m caecodec``), sizes of the ``.cae``
+  files and PSNR of the decoded PNGs; beside it the same codec on arrays in memory
+  (``cae_memory``), with the model's own estimate of the payload;
 * the float latent of notebook 04 (``.cae`` v0, 524 bytes);
-* PNG and WebP lossless; JPEG, WebP and AVIF quality sweeps (AVIF on the first 500
-  digits only, quick mode 100: it encodes at about 40 ms a digit);
+* PNG, WebP lossless, JPEG XL lossless and JPEG-LS; JPEG, WebP, JPEG XL, JPEG 2000 and
+  AVIF quality sweeps (AVIF on the first 500 digits, JPEG XL on the first 2,000; quick
+  mode 100: they encode at tens of milliseconds a digit);
 * a PCA transform coder with the same range coder and header (several settings; the
   Pareto front is what counts).
 
-From these: Bjontegaard deltas of the learned codec against WebP, JPEG, PCA and AVIF;
-PSNR at matched sizes (60-250 B) against WebP; the smallest readable file size
-(classifier accuracy >= 95 %); batch throughput of compress + decompress per quality; the
-median wall time of single-file command-line encode and decode (``python cae_utils.py
-encode ... --quality 3``, a fresh Python process each time); and the issue's four bars,
-met or not. Every number comes from ``cae_utils`` section 13, the same functions
-notebook 05 uses.
+From these: Bjontegaard deltas of the learned codec (through files) against each codec,
+on the same digits; PSNR at matched sizes (60-250 B; against PCA from 25 B); the smallest
+readable file size (classifier accuracy >= 95 %); batch throughput of compress +
+decompress per quality; the median wall time of single-file command-line encode and
+decode (``python cae_utils.py encode ... --quality 3``, a fresh Python process each time);
+and the issues' bars, met or not. Every number comes from ``caecodec.compare``, the same
+functions notebook 05 uses.
 
 Prints a readable report and writes JSON to ``benchmarks/results/rate_distortion.json``
 (quick: ``benchmarks/results/quick/rate_distortion.json``), atomically.
@@ -63,7 +66,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 
 import cae_utils as cu  # noqa: E402
-from caecodec import bdrate, classic, codec_training, compare, digit_codec, fileio, modelio, pca as pca_codec
+from caecodec import bdrate, classic, codec_training, compare, digit_codec, fileio, modelio, pca as pca_codec  # noqa: E402
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -138,32 +141,44 @@ def main(args) -> int:
     print(f"PCA fitted and {len(pca_codecs)} code-table sets built in {time.perf_counter() - t0:.0f} s",
           flush=True)
 
-    avif_images = 100 if cu.QUICK else 500
-    print(f"\nMeasuring every codec on {len(x_test_u8):,} test digits (AVIF: first {avif_images}):", flush=True)
-    rows = compare.rate_distortion_rows(
-        x_test_u8, y_test, classifier, qualities=qualities, pca_codecs=pca_codecs,
-        avif_images=avif_images,
-        progress=lambda r: print(f"  {r['codec']:<15} {str(r['setting']):>13}: {r['mean_bytes']:7.1f} B "
-                                 f"{r['psnr_db']:6.2f} dB ({r['seconds']:.1f} s)", flush=True))
+    avif_images, jxl_images = (100, 100) if cu.QUICK else (500, 2000)
+    print(f"\nMeasuring every codec on {len(x_test_u8):,} test digits (AVIF: first {avif_images}, "
+          f"JPEG XL: first {jxl_images}); the learned codec through files with the command line:", flush=True)
+    with tempfile.TemporaryDirectory(prefix="cae_rd_files_") as files_folder:
+        rows = compare.rate_distortion_rows(
+            x_test_u8, y_test, classifier, qualities=qualities, pca_codecs=pca_codecs,
+            avif_images=avif_images, jxl_images=jxl_images, files_folder=files_folder,
+            progress=lambda r: print(f"  {r['codec']:<17} {str(r['setting']):>13}: {r['mean_bytes']:7.1f} B "
+                                     f"{r['psnr_db']:6.2f} dB ({r['seconds']:.1f} s)", flush=True))
     print("\n" + compare.rd_table_text(rows))
 
-    bd = compare.bd_table(rows, "cae", ("webp", "jpeg", "pca", "avif"))
-    print("\nBjontegaard deltas of the learned codec (cubic fit; pchip check in brackets):")
+    check = compare.files_vs_memory(rows)
+    print("\nThrough files (PNG -> cae encode -> .cae -> cae decode -> PNG) against in memory:")
+    for c in check:
+        print(f"  q{c['quality']:<3} files {c['bytes_files']:6.1f} B {c['psnr_files_db']:6.2f} dB | memory "
+              f"{c['bytes_memory']:6.1f} B {c['psnr_memory_db']:6.2f} dB | difference {c['psnr_difference_db']:+.3f} dB")
+
+    bd = compare.bd_table(rows, "cae")
+    print("\nBjontegaard deltas of the learned codec (through files; cubic fit; pchip check in brackets):")
     for other, res in bd.items():
         ov = res["psnr_overlap_db"]
-        print(f"  vs {other:<5} BD-rate {_fmt(res['bd_rate_percent'], '+7.1f')} % "
+        print(f"  vs {other:<8} BD-rate {_fmt(res['bd_rate_percent'], '+7.1f')} % "
               f"[{_fmt(res['pchip']['bd_rate_percent'], '+.1f')}]  BD-PSNR {_fmt(res['bd_psnr_db'], '+6.2f')} dB "
               f"[{_fmt(res['pchip']['bd_psnr_db'], '+.2f')}]  "
-              + (f"over {ov[0]:.1f}-{ov[1]:.1f} dB" if ov else f"({res['reason']})"))
+              + (f"over {ov[0]:.1f}-{ov[1]:.1f} dB" if ov else "") + f", {res['images']:,} digits"
+              + (f" ({res['reason']})" if res["reason"] else ""))
 
-    matched = {b: bdrate.matched_size_table(rows, bdrate.MATCHED_SIZES, "cae", b) for b in ("webp", "pca")}
-    print("\nPSNR at matched sizes (interpolated along each codec's measured points):")
-    print(f"  {'bytes':>6} {'CAE':>7} {'WebP':>7} {'diff':>7}  {'PCA':>7}   note")
-    for mw, mp in zip(matched["webp"], matched["pca"]):
-        print(f"  {mw['bytes']:>6} {_fmt(mw['psnr_cae'], '7.2f')} {_fmt(mw['psnr_webp'], '7.2f')} "
-              f"{_fmt(mw['difference_db'], '+7.2f')}  {_fmt(mp['psnr_pca'], '7.2f')}   {mw['note']}")
+    matched = compare.matched_tables(rows, "cae")
+    print("\nPSNR at matched sizes (interpolated along each codec's measured points; CAE minus rival):")
+    for other, table in matched.items():
+        print(f"  vs {other} ({table[0]['images']:,} digits):")
+        for m in table:
+            print(f"    {m['bytes']:>4} B: CAE {_fmt(m['psnr_cae'], '6.2f')} dB, {other} "
+                  f"{_fmt(m['psnr_' + other], '6.2f')} dB, difference {_fmt(m['difference_db'], '+6.2f')} dB, "
+                  f"winner {m['winner']}  {m['note']}")
 
-    readable = {c: compare.smallest_row(rows, c, compare.READABLE_ACCURACY) for c in ("cae", "webp", "jpeg", "pca")}
+    readable = {c: compare.smallest_row(rows, c, compare.READABLE_ACCURACY)
+                for c in ("cae", "webp", "jpeg", "jxl", "pca")}
     webp_min = compare.smallest_row(rows, "webp")
     print(f"\nSmallest readable files (classifier accuracy >= {compare.READABLE_ACCURACY:.0%}; clean digits "
           f"{clean_accuracy:.2%}):")
@@ -189,7 +204,7 @@ def main(args) -> int:
               f"{cli['decode_median_seconds']:.2f} s (each a fresh Python process: mostly importing "
               "TensorFlow and loading the model)")
 
-    bars = compare.rd_bars(rows, bd, matched["webp"], throughput, full_test_images=10_000)
+    bars = compare.rd_bars(rows, bd, matched, throughput, full_test_images=10_000)
     print("\nThe issue's bars:")
     for b in bars:
         print(f"  [{'MET ' if b['met'] else 'MISS'}] {b['bar']}: {b['evidence']}")
@@ -203,12 +218,17 @@ def main(args) -> int:
         "classifier": {"epochs": epochs, "clean_test_accuracy": clean_accuracy,
                        "seconds": round(classifier_seconds, 1), "parameters": int(classifier.count_params())},
         "avif_images": avif_images if classic.avif_supported() else None,
+        "jxl_images": jxl_images,
+        "learned_codec_route": "through files: PNG -> python -m caecodec encode FOLDER -> .cae -> decode -> PNG "
+                               "(codec 'cae'); in memory: codec 'cae_memory'",
+        "files_vs_memory": check,
         "classic_settings": classic.CLASSIC_FORMATS,
         "pca_settings": [list(s) for s in pca_codec.PCA_SETTINGS],
         "rows": [compare.rd_summary(r) for r in rows],
         "pca_pareto_settings": [r["setting"] for r in bdrate.pareto_rows(rows, "pca")],
         "bd": bd,
         "matched_sizes": matched,
+        "quality_lambdas": {str(q): digit_codec.QUALITY_LAMBDAS[q] for q in qualities},
         "smallest_readable": {c: (compare.rd_summary(r) if r else None) for c, r in readable.items()},
         "webp_smallest_file": compare.rd_summary(webp_min),
         "throughput": {str(q): t for q, t in throughput.items()},

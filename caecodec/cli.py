@@ -31,14 +31,21 @@ def _build_parser(prog: str = "cae"):
         formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="{encode,decode,info}")
     enc = sub.add_parser("encode", help="image file -> .cae file",
-                         description="Encode IN_IMAGE (PNG, JPEG, BMP, GIF, ...) into OUT.cae.")
+                         description="Encode IN_IMAGE (PNG, JPEG, BMP, GIF, ...) into OUT.cae. "
+                                     "With a folder as IN_IMAGE, every image in it is encoded "
+                                     "into the folder OUT (digit mode).")
     enc.add_argument("input", metavar="IN_IMAGE")
     enc.add_argument("output", metavar="OUT.cae")
     enc.add_argument("--mode", choices=("digit", "photo"), default="digit",
                      help="digit (default): a 28x28 MNIST-like digit; photo: any size, grayscale, "
                           "the photo codec (needs --quality)")
+    enc.add_argument("--no-preprocess", action="store_true",
+                     help="digit mode: encode a 28x28 image as it is (gray levels only). Without "
+                          "it, an MNIST-style digit (28x28, gray, dark background) is encoded "
+                          "as it is and any other image is made MNIST-like first")
     dec = sub.add_parser("decode", help=".cae file -> PNG image",
-                         description="Decode IN.cae into a 28x28 grayscale PNG.")
+                         description="Decode IN.cae into a grayscale PNG. With a folder as "
+                                     "IN.cae, every .cae file in it is decoded into the folder OUT.")
     dec.add_argument("input", metavar="IN.cae")
     dec.add_argument("output", metavar="OUT.png")
     for p in (enc, dec):
@@ -91,6 +98,26 @@ def describe_file(path) -> str:
     raise CAEError(f"{path} is not a .cae file.")
 
 
+def _run_folder(args) -> str:
+    """``cae encode|decode FOLDER OUT_FOLDER``: every file in the folder; one summary line."""
+    from .files import decode_cae_folder, encode_image_folder
+
+    if args.command == "decode":
+        done = decode_cae_folder(args.input, args.output, args.model, args.force)
+        return f"wrote {len(done)} PNG files to {args.output}"
+    if args.mode != "digit":
+        raise CAEError("A folder can only be encoded in digit mode; encode photos one at a time.")
+    done = encode_image_folder(args.input, args.output, args.quality, args.model, args.force,
+                               preprocess=not args.no_preprocess)
+    foreign = [d for d in done if d["note"]]
+    line = (f"wrote {len(done)} .cae files to {args.output} "
+            f"({sum(d['bytes'] for d in done) / len(done):.1f} bytes on average)")
+    if foreign:
+        line += (f"; {len(foreign)} foreign images were made MNIST-style, e.g. "
+                 f"{foreign[0]['path'].stem}: {foreign[0]['note']}")
+    return line
+
+
 def main(argv: list[str] | None = None, prog: str = "cae") -> int:
     """Command-line entry point; returns the exit status (0 ok, 1 bad input, 2 bad usage).
 
@@ -104,9 +131,16 @@ def main(argv: list[str] | None = None, prog: str = "cae") -> int:
             return 0
         from .files import decode_cae_file, encode_image_file
 
+        from pathlib import Path
+
+        if Path(args.input).is_dir():
+            print(_run_folder(args))
+            return 0
         if args.command == "encode":
             info = encode_image_file(args.input, args.output, args.model, args.force, args.quality,
-                                     args.mode)
+                                     args.mode, preprocess=not args.no_preprocess)
+            if info.get("note"):
+                print(info["note"])
             extra = ""
             if args.mode == "photo":
                 h, w = info["image"].shape

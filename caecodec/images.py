@@ -3,8 +3,9 @@
 * reading any file Pillow opens (:func:`open_image`, :func:`image_from_bytes`), with a
   clear error for a missing, empty, foreign or damaged file;
 * gray levels (:func:`image_to_gray_array`, :func:`photo_to_gray_u8`);
-* the digit preprocessing of notebook 04 (:func:`image_to_digit`): any picture of a
-  digit made MNIST-like;
+* the digit codec's input (:func:`digit_from_image`): an image that already is an
+  MNIST-style digit goes through unchanged; any other picture goes through the digit
+  preprocessing of notebook 04 (:func:`image_to_digit`), which makes it MNIST-like;
 * conversions between ``uint8`` and float images.
 """
 from __future__ import annotations
@@ -181,6 +182,74 @@ def image_to_digit(img_or_path, return_steps: bool = False):
     digit = np.clip(digit / max(float(digit.max()), 1e-12), 0, 1).astype(np.float32)
     steps.append(("5. contrast stretched", digit))
     return (digit[..., None], steps) if return_steps else digit[..., None]
+
+
+def mnist_style_problem(img) -> str | None:
+    """Why the Pillow image ``img`` is not an MNIST-style digit, or None if it is one.
+
+    MNIST-style: 28x28 pixels, one gray channel (or RGB/RGBA with three equal channels
+    and no transparency), dark background (the median of the border pixels at most 0.5,
+    the same test :func:`image_to_digit` uses to decide whether to invert).
+    """
+    from PIL import ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.size != (28, 28):
+        return "not 28x28"
+    if img.mode not in ("L", "1", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        rgba = np.asarray(img.convert("RGBA"))
+        if (rgba[..., 3] < 255).any() or "transparency" in img.info:
+            return "transparent pixels"
+        if not ((rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 1] == rgba[..., 2]).all()):
+            return "in colour"
+    gray = image_to_gray_array(img)
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    if np.median(border) > 0.5:
+        return "a light background"
+    return None
+
+
+def digit_from_image(img_or_path, preprocess: bool = True) -> tuple[np.ndarray, str]:
+    """The 28x28 digit the digit codecs encode from an image, and what was done to get it.
+
+    An image that already is an MNIST-style digit (:func:`mnist_style_problem`) goes
+    through unchanged (as gray levels in [0, 1]), so an MNIST digit saved as a PNG is
+    encoded exactly as in memory. Any other image is a *foreign* image and goes through
+    :func:`image_to_digit`. With ``preprocess=False`` nothing but the conversion to gray
+    is done, and the image must be 28x28.
+
+    Returns ``(digit, note)``: ``digit`` float32 ``(28, 28, 1)`` in [0, 1]; ``note`` is
+    ``""`` when the image was used as it is, else one line saying what was done to it.
+    Raises :class:`CAEError` for a missing or unreadable file, or a wrong size with
+    ``preprocess=False``.
+    """
+    from PIL import Image
+
+    img = img_or_path if isinstance(img_or_path, Image.Image) else open_image(img_or_path)
+    if img.width == 0 or img.height == 0:
+        raise CAEError("The image has zero width or height.")
+    if not preprocess:
+        gray = image_to_gray_array(img)
+        if gray.shape != (28, 28):
+            raise CAEError(f"The image is {gray.shape[1]}x{gray.shape[0]} pixels; without "
+                           "preprocessing the digit codec needs a 28x28 image (drop --no-preprocess "
+                           "to have it resized).")
+        return gray[..., None].astype(np.float32), ""
+    problem = mnist_style_problem(img)
+    if problem is None:
+        return image_to_gray_array(img)[..., None].astype(np.float32), ""
+    digit, steps = image_to_digit(img, return_steps=True)
+    done = ["grayscale"] + (["inverted"] if "inverted" in steps[1][0] else [])
+    shapes = {title[:2]: array.shape for title, array in steps}
+    if "3a" in shapes:
+        (ch, cw), (nh, nw) = shapes["3a"], shapes["3b"]
+        done += [f"cropped to the ink ({cw}x{ch})", f"resized from {cw}x{ch} to {nw}x{nh}",
+                 "centred by mass in 28x28", "contrast stretched"]
+    else:
+        done.append("no ink found, so an all-black digit")
+    note = (f"foreign image, {img.width}x{img.height} {img.mode} ({problem}), made MNIST-style: "
+            f"{', '.join(done)}")
+    return digit, note
 
 
 def photo_to_gray_u8(img_or_array) -> np.ndarray:

@@ -17,6 +17,10 @@ CODEC_STYLE = {
     "float_latent_v0": ("float latent (.cae v0)", "tab:brown", "X"),
     "png": ("PNG (lossless)", "tab:gray", "P"),
     "webp_lossless": ("WebP lossless", "black", "*"),
+    "jxl": ("JPEG XL lossy", "tab:cyan", "h"),
+    "jpeg2000": ("JPEG 2000", "tab:olive", "<"),
+    "jxl_lossless": ("JPEG XL lossless", "tab:cyan", "*"),
+    "jpegls": ("JPEG-LS (lossless)", "tab:pink", "*"),
 }
 
 
@@ -37,7 +41,7 @@ def plot_rate_distortion(ax, rows, metric: str = "psnr_db", codecs=None, label_s
             continue
         x = np.array([r["mean_bytes"] for r in mine])
         y = np.array([r[metric] for r in mine], np.float64)
-        if c == "avif" and mine[0]["images"] < max(r["images"] for r in rows):
+        if mine[0]["images"] < max(r["images"] for r in rows):
             label += f" (first {mine[0]['images']} digits)"
         if not np.all(np.isfinite(y)):
             ax.axvline(x[0], color=color, ls="--", lw=1, label=f"{label}: {x[0]:.0f} B")

@@ -467,8 +467,10 @@ def test_cli_round_trip_on_an_mnist_digit(tmp_path, capsys, images, models, mode
     assert data[:4] == b"CAE\x00"
     assert data[4:8] == bytes.fromhex(card["fingerprint"]) == modelio.model_fingerprint(autoencoder)
     assert struct.unpack("<I", data[-4:])[0] == zlib.crc32(data[:-4])
-    # The stored latent is the model's code for the preprocessed digit.
-    digit = cimages.image_to_digit(images["mnist"])
+    # The stored latent is the model's code for the digit itself: an MNIST-style PNG
+    # is encoded as it is, not preprocessed.
+    digit, note = cimages.digit_from_image(images["mnist"])
+    assert note == "" and np.array_equal(digit, np.asarray(Image.open(images["mnist"]), np.float32)[..., None] / 255)
     expected = encoder.predict(digit[None], verbose=0)[0]
     np.testing.assert_allclose(np.frombuffer(data[8:520], "<f4"), expected, rtol=1e-5, atol=1e-6)
 
@@ -723,6 +725,6 @@ def test_subprocess_entry_point(tmp_path, images, capsys):
     # Decode in-process (one more subprocess would only re-test the entry point).
     assert cli.main(["decode", str(out), str(tmp_path / "x.png")]) == 0
     decoded = np.asarray(Image.open(tmp_path / "x.png"), np.float64) / 255
-    digit = cimages.image_to_digit(images["mnist"])[..., 0]
+    digit = cimages.digit_from_image(images["mnist"])[0][..., 0]
     mse = float(((decoded - digit) ** 2).mean())
     assert cu.psnr_from_mse(mse) > 18, "the shipped model should reconstruct an MNIST digit well"

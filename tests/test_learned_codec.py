@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import cae_utils as cu
 from caecodec import paths
@@ -177,19 +177,22 @@ def test_compress_unpack_uncode_gives_back_the_quantized_latents(small, digits, 
 
 
 def _adversarial_symbols(sizes: np.ndarray, rng) -> dict[str, np.ndarray]:
+    """Extreme symbol grids (7, 7, C) for alphabet sizes per channel ``(C,)`` or per latent
+    value ``(7, 7, C)``."""
     k = np.asarray(sizes)
-    grid = np.zeros((7, 7, len(k)), np.int32)
+    k = np.broadcast_to(k, k.shape if k.ndim == 3 else (7, 7, len(k)))
+    grid = np.zeros(k.shape, np.int32)
     out = {
         "all at each channel's min": grid,
         "all at each channel's max": grid + (k - 1),
         "min/max checkerboard": np.where((np.indices((7, 7)).sum(0) % 2)[..., None] == 0, 0, k - 1),
         "one max in a sea of min": grid.copy(),
     }
-    out["one max in a sea of min"][3, 4, :] = k - 1
+    out["one max in a sea of min"][3, 4, :] = k[3, 4, :] - 1
     for j in range(40):
-        out[f"uniform random {j}"] = (rng.random((7, 7, len(k))) * k).astype(np.int32)
+        out[f"uniform random {j}"] = (rng.random(k.shape) * k).astype(np.int32)
     for j in range(10):  # mostly the ends, where the probabilities are tiny
-        out[f"ends only {j}"] = np.where(rng.random((7, 7, len(k))) < 0.5, 0, k - 1).astype(np.int32)
+        out[f"ends only {j}"] = np.where(rng.random(k.shape) < 0.5, 0, k - 1).astype(np.int32)
     return {name: s.astype(np.int32) for name, s in out.items()}
 
 
@@ -605,7 +608,7 @@ def test_fuzz_payloads_behind_a_valid_crc(small, small_files):
 # The shipped models: rate and quality grow with the quality level
 # --------------------------------------------------------------------------------------
 
-SHIPPED_QUALITIES = (1, 2, 3, 4, 5, 6)
+SHIPPED_QUALITIES = tuple(digit_codec.QUALITY_LAMBDAS)
 
 
 @pytest.fixture(scope="module")
@@ -633,9 +636,10 @@ def test_shipped_rate_and_psnr_grow_with_quality(shipped_codecs, digits):
         produced, back = codec.symbols_roundtrip(digits)
         np.testing.assert_array_equal(produced, back)
         for name, s in _adversarial_symbols(codec.sizes, np.random.default_rng(q)).items():
-            np.testing.assert_array_equal(codec._uncode(codec._code(s)), s, err_msg=f"q{q}: {name}")
+            np.testing.assert_array_equal(codec._uncode(codec.payload(s)), s, err_msg=f"q{q}: {name}")
         payload = np.mean([len(f) - HEADER_28 for f in files])
-        assert payload <= codec.estimate_bits(produced).mean() / 8 + 4, q
+        assert codec.per_position, f"q{q}: the shipped tables are counted per latent value"
+        assert payload <= codec.estimate_bits(produced).mean() / 8 + 2, q
         decoded = codec.decompress(files)
         assert_digits(decoded, len(digits))
         sizes[q] = float(np.mean([len(f) for f in files]))
@@ -684,7 +688,7 @@ def good_cae(small, digits, tmp_path_factory) -> bytes:
     """The v1 file of the first test digit's PNG (what ``encode --quality 3`` writes;
     ``test_cli_encode_decode_round_trip`` checks that the CLI writes exactly this)."""
     png = write_digit_png(tmp_path_factory.mktemp("png") / "digit.png", digits[0])
-    return small.codec.compress(images.image_to_digit(png)[None])[0]
+    return small.codec.compress(images.digit_from_image(png)[0][None])[0]
 
 
 @pytest.fixture
@@ -702,8 +706,9 @@ def test_cli_encode_decode_round_trip(tmp_path, capsys, digits, saved, small, go
     data = (tmp_path / "out.cae").read_bytes()
     assert code == 0 and err == "" and f"({len(data)} bytes)" in out
     assert data[0] == 0xC1 and data[1] == QUALITY and data[2] == small.fingerprint[0]
-    # The CLI writes exactly what the codec writes for the preprocessed digit.
-    assert data == small.codec.compress(images.image_to_digit(png)[None])[0] == good_cae
+    # The CLI writes exactly what the codec writes for the digit (an MNIST-style PNG is
+    # encoded as it is).
+    assert data == small.codec.compress(digits[:1])[0] == good_cae
 
     # decode without --quality: v1 is recognised by its first byte.
     code, out, err = run_cli(capsys, "decode", tmp_path / "out.cae", tmp_path / "back.png",
@@ -811,3 +816,225 @@ def test_codec_refuses_a_model_labelled_with_another_quality(saved, fresh_cache)
     labelled wrongly and could decode silently with the real quality-5 model)."""
     with pytest.raises(cu.CAEError, match=rf"model for quality {QUALITY}, not 5"):
         digit_codec.load_codec(5, saved)
+
+
+# --------------------------------------------------------------------------------------
+# Counted code tables (one per latent value) and the shortest payload ending
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def counted(small, mnist_quick):
+    """The tiny model with code tables counted on 2,000 training digits, and its codec."""
+    train = mnist_quick[0][:2000]
+    tables = digit_codec.digit_code_tables(small.encoder, small.prior, train)
+    codec = digit_codec.LearnedCodec(small.encoder, small.decoder, tables, QUALITY, small.fingerprint)
+    return types.SimpleNamespace(tables=tables, codec=codec, train=train)
+
+
+def test_counted_tables_are_the_training_histograms(counted, small):
+    t, values = counted.tables, 7 * 7 * 4
+    assert counted.codec.per_position
+    assert t["medians"].shape == t["offsets"].shape == t["sizes"].shape == (values,)
+    assert t["pmfs"].shape == (values, t["sizes"].max())
+    for i in range(values):
+        k = t["sizes"][i]
+        assert abs(t["pmfs"][i, :k].sum() - 1) < 1e-9 and np.all(t["pmfs"][i, :k] > 0), i
+        assert np.all(t["pmfs"][i, k:] == 0), i
+    # Each table is its value's histogram of round(latent - median) on the training digits,
+    # plus half a count for every symbol of the alphabet.
+    y = modelio.encode_digits(small.encoder, counted.train).reshape(len(counted.train), -1)
+    integers = np.round(y - t["medians"]).astype(int)
+    for i in (0, 24 * 4 + 1, values - 1):
+        counts = np.bincount(integers[:, i] - t["offsets"][i], minlength=t["sizes"][i]) + 0.5
+        np.testing.assert_allclose(t["pmfs"][i, :t["sizes"][i]], counts / counts.sum(), rtol=1e-12)
+    # The alphabet covers every integer seen in training and the learned tables' range.
+    assert np.all(t["offsets"] <= integers.min(axis=0))
+    assert np.all(t["offsets"] + t["sizes"] - 1 >= integers.max(axis=0))
+    learned = np.broadcast_to(small.tables["offsets"], (7, 7, 4)).reshape(-1)
+    assert np.all(t["offsets"] <= learned)
+
+
+def test_counted_codec_round_trips_and_meets_its_estimate(counted, digits):
+    codec = counted.codec
+    produced, back = codec.symbols_roundtrip(digits)
+    np.testing.assert_array_equal(produced, back)
+    files = codec.compress(digits)
+    assert_digits(codec.decompress(files), len(digits))
+    payload = np.array([len(f) - HEADER_28 for f in files], np.float64)
+    estimate = codec.estimate_bits(produced) / 8
+    assert payload.mean() <= estimate.mean() + 1.5, (payload.mean(), estimate.mean())
+    assert payload.mean() >= estimate.mean() - 1, (payload.mean(), estimate.mean())
+    for name, s in _adversarial_symbols(codec.sizes, np.random.default_rng(8)).items():
+        np.testing.assert_array_equal(codec._uncode(codec.payload(s)), s, err_msg=name)
+        np.testing.assert_allclose(codec.estimate_bits(s[None])[0],
+                                   -np.log2(codec.rows[np.arange(s.size), s.ravel()]).sum(), rtol=1e-12)
+
+
+def test_counted_tables_cost_fewer_bits_than_the_learned_ones(counted, small, digits):
+    """Measured: the training histograms per latent value predict the rounded latents of
+    new digits better than the prior's per-channel densities (fitted to noisy latents)."""
+    y = modelio.encode_digits(small.encoder, digits)
+    learned = small.codec.estimate_bits(small.codec.quantize(y)).mean()
+    mine = counted.codec.estimate_bits(counted.codec.quantize(y)).mean()
+    assert mine < learned, (mine, learned)
+
+
+def test_shortest_payload_never_grows_and_always_decodes(small, counted, digits):
+    for codec in (small.codec, counted.codec):
+        saved = []
+        for s in codec.quantize(modelio.encode_digits(codec.encoder, digits[:60])):
+            full = (entropy.range_code([(s.ravel(), codec._family, codec.rows)]) if codec.per_position
+                    else codec._code(s))
+            short = codec.payload(s)
+            assert len(short) <= len(full)
+            np.testing.assert_array_equal(codec._uncode(short), s)
+            saved.append(len(full) - len(short))
+        assert np.mean(saved) > 0.5, saved  # measured: about 1.5 bytes per file
+    # A check that refuses every candidate keeps the payload as it is.
+    assert entropy.shortest_payload(b"\x12\x34\x56", lambda p: False) == b"\x12\x34\x56"
+
+
+def test_save_codec_counts_the_tables_and_load_codec_reads_them(counted, small, digits, tmp_path,
+                                                                 monkeypatch, fresh_cache):
+    monkeypatch.setattr(paths, "MODELS_DIR", tmp_path)
+    path = digit_codec.save_codec(small.trainer, small.encoder, small.decoder, small.prior, QUALITY,
+                                  {"purpose": "counted"}, count_on=counted.train)
+    loaded = digit_codec.load_codec(QUALITY, path)
+    assert loaded.per_position
+    for key in ("medians", "offsets", "sizes", "pmfs"):
+        np.testing.assert_array_equal(np.load(path.with_suffix(".npz"))[key], counted.tables[key], err_msg=key)
+    assert loaded.compress(digits[:20]) == counted.codec.compress(digits[:20])
+
+
+def test_fuzz_counted_codec_raises_only_cae_errors(counted, digits):
+    codec = counted.codec
+    originals = codec.compress(digits[:8])
+    rng = np.random.default_rng(5)
+    wrong = []
+    for _ in range(600):
+        data = bytearray(originals[rng.integers(len(originals))])
+        for pos in rng.choice(len(data), size=rng.integers(1, 4), replace=False):
+            data[pos] ^= int(rng.integers(1, 256))
+        if rng.random() < 0.3:
+            data = data[:rng.integers(0, len(data))]
+        try:
+            assert_digits(codec.decompress([bytes(data)]), 1)
+        except cu.CAEError as exc:
+            assert str(exc).strip()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001
+            wrong.append(f"{type(exc).__name__}: {exc}")
+    # Payloads behind a valid CRC (what a CRC lets through by chance) decode or are refused.
+    for _ in range(200):
+        payload = rng.integers(0, 256, rng.integers(0, 120), dtype=np.uint8).tobytes()
+        try:
+            assert_digits(codec.decompress([formats.pack_v1(QUALITY, codec.fingerprint, 28, 28, payload)]), 1)
+        except cu.CAEError as exc:
+            assert "corrupt" in str(exc)
+        except BaseException as exc:  # noqa: BLE001
+            wrong.append(f"{type(exc).__name__}: {exc}")
+    assert not wrong, wrong[:5]
+
+
+# --------------------------------------------------------------------------------------
+# The user's path: MNIST-style PNGs go through unchanged; foreign images are preprocessed
+# --------------------------------------------------------------------------------------
+
+def test_mnist_png_through_the_command_line_equals_the_codec_in_memory(tmp_path, capsys, digits, saved,
+                                                                        small):
+    """The pass-through rule: an MNIST digit saved as a PNG, encoded and decoded with the
+    command line, gives exactly the bytes and pixels (so the PSNR) of the codec in memory."""
+    codec = digit_codec.load_codec(QUALITY, saved)
+    via_files, in_memory = [], []
+    for i in range(12):
+        png, cae, out = (tmp_path / f"d{i}{ext}" for ext in (".png", ".cae", "_out.png"))
+        write_digit_png(png, digits[i])
+        code, stdout, err = run_cli(capsys, "encode", png, cae, "--quality", QUALITY, "--model", saved)
+        assert code == 0 and err == "" and "foreign" not in stdout and stdout.count("\n") == 1
+        assert cae.read_bytes() == codec.compress(digits[i:i + 1])[0]
+        assert run_cli(capsys, "decode", cae, out, "--model", saved)[0] == 0
+        via_files.append(np.asarray(Image.open(out)))
+        in_memory.append(cu.to_uint8_images(codec.decompress(codec.compress(digits[i:i + 1])))[0])
+    np.testing.assert_array_equal(np.stack(via_files), np.stack(in_memory))
+    originals = cu.to_uint8_images(digits[:12])
+    psnr = lambda d: cu.psnr_from_mse(np.mean((np.stack(d) / 255.0 - originals / 255.0) ** 2))  # noqa: E731
+    assert psnr(via_files) == psnr(in_memory)
+
+
+def test_a_foreign_image_is_preprocessed_and_the_command_line_says_how(tmp_path, capsys, saved):
+    img = Image.new("RGB", (300, 400), "white")
+    ImageDraw.Draw(img).line([(150, 50), (150, 350)], fill="black", width=30)
+    img.save(tmp_path / "one.png")
+    code, out, err = run_cli(capsys, "encode", tmp_path / "one.png", tmp_path / "one.cae", "--quality", QUALITY,
+                             "--model", saved)
+    lines = out.splitlines()
+    assert code == 0 and err == "" and len(lines) == 2, out
+    note = lines[0]
+    for words in ("foreign image", "300x400 RGB", "not 28x28", "inverted", "resized from", "centred"):
+        assert words in note, (words, note)
+    digit, same_note = images.digit_from_image(tmp_path / "one.png")
+    assert same_note == note
+    np.testing.assert_array_equal(digit, images.image_to_digit(tmp_path / "one.png"))
+    assert (tmp_path / "one.cae").read_bytes() == digit_codec.load_codec(QUALITY, saved).compress(digit[None])[0]
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda d: Image.fromarray(255 - d), "light background"),
+    (lambda d: Image.fromarray(np.stack([d, d // 2, d], -1)), "in colour"),
+    (lambda d: Image.fromarray(d).resize((56, 56)), "not 28x28"),
+    (lambda d: Image.fromarray(np.stack([d, d, d, np.full_like(d, 128)], -1)), "transparent"),
+])
+def test_what_counts_as_foreign(digits, make, reason):
+    d = cu.to_uint8_images(digits[:1])[0]
+    assert images.mnist_style_problem(Image.fromarray(d)) is None
+    assert images.mnist_style_problem(Image.fromarray(np.stack([d] * 3, -1))) is None  # RGB, equal channels
+    assert reason in images.mnist_style_problem(make(d))
+
+
+def test_no_preprocess_encodes_a_28x28_image_as_it_is(tmp_path, capsys, digits, saved):
+    codec = digit_codec.load_codec(QUALITY, saved)
+    light = 255 - cu.to_uint8_images(digits[:1])[0]          # a foreign (light) 28x28 image
+    Image.fromarray(light).save(tmp_path / "light.png")
+    code, out, _ = run_cli(capsys, "encode", tmp_path / "light.png", tmp_path / "as_is.cae", "--quality", QUALITY,
+                           "--model", saved, "--no-preprocess")
+    assert code == 0 and "foreign" not in out
+    as_is = (light.astype(np.float32) / 255.0)[None, ..., None]
+    assert (tmp_path / "as_is.cae").read_bytes() == codec.compress(as_is)[0]
+    code, out, _ = run_cli(capsys, "encode", tmp_path / "light.png", tmp_path / "pre.cae", "--quality", QUALITY,
+                           "--model", saved)
+    assert code == 0 and "inverted" in out
+    assert (tmp_path / "pre.cae").read_bytes() != (tmp_path / "as_is.cae").read_bytes()
+    Image.new("L", (40, 30)).save(tmp_path / "big.png")
+    assert_cli_error(capsys, tmp_path, ["encode", tmp_path / "big.png", tmp_path / "big.cae", "--quality",
+                                        QUALITY, "--model", saved, "--no-preprocess"], "40x30", "28x28")
+
+
+def test_folders_encode_and_decode_like_single_files(tmp_path, capsys, digits, saved):
+    src = tmp_path / "pngs"
+    src.mkdir()
+    for i in range(30):
+        write_digit_png(src / f"{i:03d}.png", digits[i])
+    Image.new("RGB", (90, 60), "white").save(src / "zz_blank.png")   # a foreign one among them
+    code, out, err = run_cli(capsys, "encode", src, tmp_path / "caes", "--quality", QUALITY, "--model", saved)
+    assert code == 0 and err == "" and len(out.splitlines()) == 1
+    assert "wrote 31 .cae files" in out and "1 foreign" in out and "zz_blank" in out
+    for p in sorted(src.iterdir()):
+        single = tmp_path / "single.cae"
+        assert run_cli(capsys, "encode", p, single, "--quality", QUALITY, "--model", saved, "--force")[0] == 0
+        assert (tmp_path / "caes" / f"{p.stem}.cae").read_bytes() == single.read_bytes(), p.name
+    code, out, err = run_cli(capsys, "decode", tmp_path / "caes", tmp_path / "back", "--model", saved)
+    assert code == 0 and "wrote 31 PNG files" in out
+    for p in sorted((tmp_path / "caes").iterdir()):
+        assert run_cli(capsys, "decode", p, tmp_path / "one.png", "--model", saved, "--force")[0] == 0
+        assert (tmp_path / "back" / f"{p.stem}.png").read_bytes() == (tmp_path / "one.png").read_bytes()
+    # Nothing is overwritten without --force, and nothing is written when one output exists.
+    before = {p.name: p.read_bytes() for p in (tmp_path / "back").iterdir()}
+    (tmp_path / "caes" / "000.cae").unlink()
+    assert_cli_error(capsys, tmp_path / "back", ["decode", tmp_path / "caes", tmp_path / "back", "--model", saved],
+                     "already exists")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "back").iterdir()} == before
+    # A damaged file in the folder: one clear line naming it.
+    (tmp_path / "caes" / "001.cae").write_bytes(b"\xc1" + b"\x00" * 10)
+    assert_cli_error(capsys, tmp_path / "back", ["decode", tmp_path / "caes", tmp_path / "back2", "--model", saved],
+                     "001.cae")

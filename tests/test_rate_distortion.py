@@ -106,3 +106,77 @@ def test_jpeg_header_is_most_of_a_tiny_jpeg(digits):
     assert 100 < classic.jpeg_header_bytes(data) < len(data)
     with pytest.raises(cu.CAEError):
         classic.jpeg_header_bytes(classic.classic_encode(digits[0], "png"))
+
+
+# --------------------------------------------------------------------------------------
+# The digit comparison: JPEG XL, JPEG 2000 and the lossless rows; rivals on the same digits
+# --------------------------------------------------------------------------------------
+
+def test_the_comparison_measures_jpeg_xl_jpeg_2000_and_the_lossless_formats(digits):
+    from caecodec import compare
+
+    rows = compare.rate_distortion_rows(digits, qualities=[], jpeg_qualities=(10,), webp_qualities=(50,),
+                                        avif_qualities=(), jxl_qualities=(10, 60), jxl_images=5,
+                                        jpeg2000_levels=(30, 40))
+    names = {r["codec"] for r in rows}
+    assert {"jxl", "jpeg2000", "jxl_lossless", "jpegls", "png", "webp_lossless", "jpeg", "webp"} <= names
+    for r in rows:
+        if r["codec"] in ("jxl_lossless", "jpegls", "png", "webp_lossless"):
+            assert r["psnr_db"] == float("inf") and r["images"] == len(digits)
+    jxl = [r for r in rows if r["codec"] == "jxl"]
+    assert [r["setting"] for r in jxl] == [10, 60] and all(r["images"] == 5 for r in jxl)
+    assert jxl[0]["mean_bytes"] < jxl[1]["mean_bytes"] and jxl[0]["psnr_db"] < jxl[1]["psnr_db"]
+    j2k = [r for r in rows if r["codec"] == "jpeg2000"]
+    assert j2k[0]["psnr_db"] < j2k[1]["psnr_db"]
+    # The defaults sweep JPEG XL and JPEG 2000 and name every rival of the learned codec.
+    import inspect
+    defaults = inspect.signature(compare.rate_distortion_rows).parameters
+    assert defaults["jxl_qualities"].default == classic.JXL_QUALITIES
+    assert defaults["jpeg2000_levels"].default == classic.JPEG2000_LEVELS
+    assert set(compare.RIVALS) == {"webp", "jxl", "jpeg", "jpeg2000", "avif", "pca"}
+    assert {"jxl_lossless", "jpegls"} <= set(compare.LOSSLESS_FORMATS)
+
+
+def _row(codec, setting, sizes, psnrs):
+    """A comparison row with per-image arrays: ``sizes`` bytes and per-image PSNRs."""
+    sizes = np.asarray(sizes, np.float64)
+    errors = 10 ** (-np.asarray(psnrs, np.float64) / 10)
+    return {"codec": codec, "setting": setting, "images": len(sizes), "mean_bytes": float(sizes.mean()),
+            "bpp": float(sizes.mean()) * 8 / 784, "mse": float(errors.mean()),
+            "psnr_db": metrics.psnr_from_mse(float(errors.mean())), "ssim": 0.9, "accuracy": None,
+            "sizes": sizes, "errors": errors, "ssims": np.full(len(sizes), 0.9), "correct": None}
+
+
+def test_rivals_measured_on_fewer_digits_are_compared_on_the_same_digits():
+    from caecodec import compare
+
+    # The learned codec is better on the first 4 digits than on the others.
+    rows = [_row("cae", q, [b] * 4 + [2 * b] * 6, [p + 3] * 4 + [p] * 6)
+            for q, b, p in ((1, 40, 25.0), (2, 80, 30.0), (3, 160, 36.0))]
+    rows += [_row("jxl", q, [b] * 4, [p] * 4) for q, b, p in ((1, 60, 24.0), (2, 120, 29.0), (3, 240, 34.0))]
+    pair = compare.same_digits(rows, "cae", "jxl")
+    assert all(r["images"] == 4 for r in pair)
+    assert [r["mean_bytes"] for r in pair if r["codec"] == "cae"] == [40.0, 80.0, 160.0]
+    np.testing.assert_allclose([r["psnr_db"] for r in pair if r["codec"] == "cae"], [28.0, 33.0, 39.0])
+    table = compare.matched_tables(rows, "cae", ("jxl",))["jxl"]
+    assert all(m["images"] == 4 for m in table)
+    at100 = next(m for m in table if m["bytes"] == 100)
+    assert at100["winner"] == "cae" and at100["difference_db"] > 0
+    assert compare.bd_table(rows, "cae", ("jxl",))["jxl"]["images"] == 4
+
+
+def test_the_bars_report_a_loss_against_pca_and_a_win():
+    from caecodec import compare
+
+    def rows_with(pca_psnr):
+        rows = [_row("cae", q, [b] * 10, [p] * 10) for q, b, p in ((1, 20, 22.0), (2, 60, 28.0), (3, 270, 45.0))]
+        rows += [_row("pca", q, [b] * 10, [p + pca_psnr] * 10) for q, b, p in ((1, 20, 19.0), (2, 60, 24.0),
+                                                                              (3, 280, 42.0))]
+        return rows
+
+    for extra, met in ((0.0, True), (5.0, False)):
+        rows = rows_with(extra)
+        matched = compare.matched_tables(rows, "cae", ("pca",))
+        assert [m["bytes"] for m in matched["pca"]][0] == 25
+        bar = next(b for b in compare.rd_bars(rows, {}, matched) if "PCA" in b["bar"])
+        assert bar["met"] is met, bar
