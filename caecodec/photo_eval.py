@@ -223,15 +223,15 @@ def digit_codec_on_photos(images: dict, qualities=None) -> list[dict]:
 
 def cli_peak_memory(args: list[str], cwd=None, timeout: float = 1800) -> dict:
     """Run the command line (``cae <args>``) in a fresh process and measure it: wall
-    ``seconds``, ``peak_rss_mib`` (the process's peak resident memory, from
-    ``getrusage``, TensorFlow included) and ``returncode``."""
+    ``seconds``, ``peak_rss_mib`` (the process's peak resident memory,
+    :func:`caecodec.machine.peak_rss_mib`, TensorFlow included) and ``returncode``."""
     import json
     import subprocess
     import time
 
-    code = ("import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
-            "from caecodec.cli import main; rc = main(sys.argv[2:]); "
-            "print('@@' + json.dumps({'rc': rc, 'kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))")
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+            "from caecodec.cli import main; from caecodec.machine import peak_rss_mib; "
+            "rc = main(sys.argv[2:]); print('@@' + json.dumps({'rc': rc, 'mib': peak_rss_mib()}))")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, str(paths.PACKAGE_DIR.parent), *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
@@ -240,7 +240,7 @@ def cli_peak_memory(args: list[str], cwd=None, timeout: float = 1800) -> dict:
     if line is None:
         raise CAEError(f"The measured command failed: {proc.stderr.strip()[-300:]}")
     info = json.loads(line[2:])
-    return {"seconds": seconds, "peak_rss_mib": info["kb"] / 1024.0, "returncode": info["rc"],
+    return {"seconds": seconds, "peak_rss_mib": info["mib"], "returncode": info["rc"],
             "stdout": "\n".join(l for l in proc.stdout.splitlines() if not l.startswith("@@"))}
 
 
