@@ -25,13 +25,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from keras import layers
 
 from caecodec import paths
 from caecodec.backend import device_name, keras, quiet_tensorflow, set_seed, tf  # noqa: F401
 from caecodec.errors import CAEError, check_int
 from caecodec.fileio import atomic_write_bytes, finite_or_str
-from caecodec.images import to_float_images, to_uint8_images
+from caecodec.images import to_float_images, to_uint8_images  # noqa: F401  (cu.to_uint8_images: notebooks)
 from caecodec.mnist import load_mnist_u8, mnist_source  # noqa: F401
 from caecodec.models import build_improved_cae
 from caecodec.plots import show_digits, show_pairs, show_rows  # noqa: F401
@@ -320,59 +319,6 @@ class TrainingPanel:
 # --------------------------------------------------------------------------------------
 # 5. What each notebook uses from the codec package
 # --------------------------------------------------------------------------------------
-# TEMPORARY: notebook-only helpers (moving into their notebooks)
-
-def pixel_stats(images: np.ndarray) -> dict:
-    """Pixel statistics of float images in [0, 1] (any shape): ``mean``, ``std``,
-    ``frac_zero`` (share of pixels exactly 0) and ``frac_above_half`` (share > 0.5)."""
-    x = np.asarray(images, dtype=np.float64)
-    return {"mean": float(x.mean()), "std": float(x.std()),
-            "frac_zero": float((x == 0).mean()), "frac_above_half": float((x > 0.5).mean())}
-
-
-def json_floats_size(values) -> int:
-    """Bytes of ``json.dumps`` of ``values`` written as Python floats, as the 2018 scripts
-    saved a latent (each float32 printed with up to 17 significant digits)."""
-    import json
-
-    return len(json.dumps([float(v) for v in np.ravel(values)]).encode("utf-8"))
-
-
-def entropy_bits_per_pixel(images: np.ndarray) -> float:
-    """Zero-order entropy of the 8-bit pixel values of float images in [0, 1], in bits per
-    pixel: the average cost of coding each pixel on its own with an ideal code for the
-    histogram of all pixel values (neighbours ignored)."""
-    p = np.bincount(to_uint8_images(images).ravel(), minlength=256) / np.size(images)
-    p = p[p > 0]
-    return float(-(p * np.log2(p)).sum())
-
-
-def taps_on_data(in_side: int, kernel: int, stride: int) -> int:
-    """How many of a ``same``-padded strided convolution's ``kernel`` taps (per axis) ever
-    touch a real input pixel rather than padding, for an input ``in_side`` pixels wide."""
-    out = -(-in_side // stride)
-    before = max((out - 1) * stride + kernel - in_side, 0) // 2
-    return sum(any(0 <= o * stride - before + t < in_side for o in range(out)) for t in range(kernel))
-
-
-def receptive_fields(encoder) -> list[tuple]:
-    """Receptive field of each ``Conv2D`` layer of ``encoder``, in input pixels.
-
-    Returns rows ``(name, kernel, stride, output side, jump, receptive field)``: the jump is
-    the input-pixel distance between neighbouring outputs; the field grows by
-    ``(kernel - 1) x previous jump`` per layer. ``Dense`` layers see the whole image.
-    """
-    rows, rf, jump = [], 1, 1
-    for layer in encoder.layers:
-        if isinstance(layer, layers.Conv2D):
-            k, s = layer.kernel_size[0], layer.strides[0]
-            rf, jump = rf + (k - 1) * jump, jump * s
-            rows.append((layer.name, k, s, layer.output.shape[1], jump, rf))
-        elif isinstance(layer, layers.Dense):
-            rows.append((layer.name, "-", "-", 1, "-", "whole image"))
-    return rows
-
-
 # The rest of the course's tools live in the codec package, one module per job. They are
 # reached as ``cu.<module>.<name>``, so a cell says where its tool comes from:
 #   notebook 02  cu.models (the builders), cu.plots (architecture figures)

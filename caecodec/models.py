@@ -6,8 +6,9 @@
 * :func:`build_photo_cae`: the fully convolutional, DCT-started photo codec;
 * :func:`build_digit_classifier`: a small CNN that checks decoded digits stay readable.
 
-Notebooks 02, 05 and 06 write the same builders in cells; ``tests/test_notebook_agreement.py``
-proves they give the same layers, and that the shipped weights load into them.
+Notebooks 02, 05 and 06 write the same builders in cells; agreement tests
+(``tests/test_agreement_01_03.py`` for notebook 02) prove they give the same layers, and
+that the shipped weights load into them.
 """
 from __future__ import annotations
 
@@ -21,11 +22,12 @@ LATENT_DIM = 128  # the original project's bottleneck: 128 numbers per 784-pixel
 PHOTO_STRIDE = 8           # the photo encoder's stride: one latent vector per 8x8 block
 
 
-def build_seed_cae(leak: float = 0.2):
-    """The original 2018 CAE, layer for layer, as Keras models.
+def build_seed_cae():
+    """The original 2018 CAE, layer for layer, as Keras models (notebook 02 writes it in a cell).
 
-    Encoder: five ``Conv2D`` (kernel 4, stride 2, ``same``, leaky ReLU) with 32, 64, 128,
-    128, 128 filters: 28x28x1 -> 14 -> 7 -> 4 -> 2 -> 1x1x128.
+    Encoder: five ``Conv2D`` (kernel 4, stride 2, ``same``, leaky ReLU with slope 0.2,
+    Keras' ``"leaky_relu"``) with 32, 64, 128, 128, 128 filters: 28x28x1 -> 14 -> 7 -> 4
+    -> 2 -> 1x1x128.
     Decoder: ``Conv2DTranspose`` 128 (k3, s2) -> 2x2, 64 (k3, s2) -> 4x4, 32 (k7, s7)
     -> 28x28, then 1 (k3, s1) -> 28x28x1 with a *linear* output, clipped to [0, 1] only
     when decoding. (A sigmoid output collapses to an all-black image within a few dozen
@@ -36,10 +38,10 @@ def build_seed_cae(leak: float = 0.2):
     Returns ``(autoencoder, encoder, decoder)``: image -> image, image ``(N,28,28,1)``
     -> latent ``(N,1,1,128)``, latent -> image. The three share weights.
     """
-    act = dict(activation=layers.LeakyReLU(negative_slope=leak))
+    act = dict(activation="leaky_relu")  # keras.activations.leaky_relu: negative slope 0.2
     enc_in = keras.Input((28, 28, 1), name="image")
     x = enc_in
-    for i, filters in enumerate((32, 64, 128, 128, 128), start=1):
+    for i, filters in enumerate((32, 64, 128, 128, LATENT_DIM), start=1):
         x = layers.Conv2D(filters, 4, strides=2, padding="same", name=f"conv{i}", **act)(x)
     encoder = keras.Model(enc_in, x, name="seed_encoder")
 
@@ -54,42 +56,35 @@ def build_seed_cae(leak: float = 0.2):
 
 
 def build_improved_cae(latent_dim: int = LATENT_DIM):
-    """A better CAE with the same 128-number bottleneck (the design is argued in notebook 02).
+    """A better CAE with the same 128-number bottleneck (notebook 02 writes it in a cell and
+    argues the design; notebook 03 measures what it buys).
 
-    What changes, and why:
-
-    * Three strided 3x3 convolutions (28 -> 14 -> 7 -> 4) keep the spatial layout while
-      it is cheap, then a ``Dense`` layer maps the 4x4x64 features to the latent. Every
-      latent number can then "see" the whole digit, instead of the seed's 1x1 convolution
-      chain squeezing through 2x2 and 1x1 maps.
-    * The decoder mirrors it with ``Conv2DTranspose`` layers (4 -> 8, cropped to 7 -> 14
-      -> 28) and ends with a linear 3x3 convolution (clipped to [0, 1] when decoding).
-    * ReLU activations; trained with per-pixel MSE (a loss whose scale does not depend on
-      batch or image size, so the learning rate carries over) and Adam with a short
-      warm-up and cosine decay, at batch 128.
+    * Encoder: two strided 4x4 convolutions (16 and 32 filters, ReLU; 28 -> 14 -> 7), then
+      a ``Dense`` layer from all 7x7x32 features to the latent, so every latent number
+      "sees" the whole digit (the seed squeezes through 2x2 and 1x1 maps instead).
+    * Decoder: the mirror image: ``Dense`` back to 7x7x32, then two transposed 4x4
+      convolutions with stride 2 (7 -> 14 -> 28); the last has one filter and a *linear*
+      output (clipped to [0, 1] when decoding). Kernels of 4 with stride 2 cover every
+      output pixel equally often, which avoids checkerboard artefacts.
+    * Shallow and cheap at full resolution: about 1.3 million multiply-adds per digit
+      against the seed's 7.4 million, so a training step costs little and few steps are
+      needed. Trained with per-pixel MSE and Adam (``training.IMPROVED_RECIPE``).
 
     Returns ``(autoencoder, encoder, decoder)``: the encoder maps ``(N,28,28,1)`` to
     ``(N, latent_dim)``; the decoder maps that back to ``(N,28,28,1)``.
     """
     enc_in = keras.Input((28, 28, 1), name="image")
-    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu", name="conv1")(enc_in)
-    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
-    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="conv3")(x)
+    x = layers.Conv2D(16, 4, strides=2, padding="same", activation="relu", name="conv1")(enc_in)
+    x = layers.Conv2D(32, 4, strides=2, padding="same", activation="relu", name="conv2")(x)
     x = layers.Flatten(name="flatten")(x)
     z = layers.Dense(latent_dim, name="latent")(x)
     encoder = keras.Model(enc_in, z, name="improved_encoder")
 
     dec_in = keras.Input((latent_dim,), name="code")
-    y = layers.Dense(4 * 4 * 64, activation="relu", name="expand")(dec_in)
-    y = layers.Reshape((4, 4, 64), name="reshape")(y)
-    y = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu",
-                               name="deconv1")(y)
-    y = layers.Cropping2D(((0, 1), (0, 1)), name="crop_to_7x7")(y)
-    y = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu",
-                               name="deconv2")(y)
-    y = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu",
-                               name="deconv3")(y)
-    y = layers.Conv2D(1, 3, padding="same", name="to_pixels")(y)
+    y = layers.Dense(7 * 7 * 32, activation="relu", name="expand")(dec_in)
+    y = layers.Reshape((7, 7, 32), name="reshape")(y)
+    y = layers.Conv2DTranspose(16, 4, strides=2, padding="same", activation="relu", name="deconv1")(y)
+    y = layers.Conv2DTranspose(1, 4, strides=2, padding="same", name="to_pixels")(y)
     decoder = keras.Model(dec_in, y, name="improved_decoder")
 
     return _chain(encoder, decoder, "improved_cae"), encoder, decoder
@@ -227,9 +222,3 @@ def build_digit_classifier():
     out = layers.Dense(10, activation="softmax", name="probabilities")(x)
     return keras.Model(inp, out, name="digit_classifier")
 
-
-def with_sigmoid_output(autoencoder):
-    """The same autoencoder (shared weights) with a sigmoid squashing its linear output
-    into (0, 1); used to show why the seed model's output is linear."""
-    out = layers.Activation("sigmoid", name="sigmoid_output")(autoencoder.output)
-    return keras.Model(autoencoder.input, out, name=autoencoder.name + "_sigmoid")

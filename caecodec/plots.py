@@ -195,7 +195,7 @@ def plot_architecture(model, title: str | None = None):
 
 def plot_receptive_fields(image: np.ndarray, rows, title: str = "receptive fields", ax=None,
                           half: float | None = None):
-    """Squares of each layer's receptive field (rows of :func:`receptive_fields`), drawn
+    """Squares of each layer's receptive field (rows of notebook 02's ``receptive_fields``), drawn
     centred on a 28x28 ``image`` in [0, 1]; fields wider than the image reach into the
     zero padding (drawn dark blue). ``half``: half-width of the view in pixels (default:
     fit the largest field). Draws into ``ax`` if given; returns the figure."""
@@ -221,13 +221,6 @@ def plot_receptive_fields(image: np.ndarray, rows, title: str = "receptive field
     return ax.figure
 
 
-def sigmoid_slope(z) -> np.ndarray:
-    """The sigmoid's slope ``s(z) (1 - s(z))`` for pre-activations ``z`` (any shape),
-    computed as ``e / (1 + e)^2`` with ``e = exp(-|z|)`` so it never overflows; float64."""
-    e = np.exp(-np.abs(np.asarray(z, dtype=np.float64)))
-    return e / (1.0 + e) ** 2
-
-
 def plot_sigmoid_slope(z_seen=None):
     """The sigmoid ``s(z)`` and its slope ``s(1 - s)`` (log axis) against the pre-activation
     ``z``. If ``z_seen`` (an array of pre-activations) is given, its range is shaded (cut
@@ -239,8 +232,9 @@ def plot_sigmoid_slope(z_seen=None):
         z_min, z_max = float(np.min(z_seen)), float(np.max(z_seen))
         lo, hi = min(lo, z_max - 12), max(hi, z_max + 4)
     z = np.linspace(lo, hi, 600)
-    slope = sigmoid_slope(z)
-    s = np.where(z >= 0, 1.0, np.exp(-np.abs(z))) / (1.0 + np.exp(-np.abs(z)))
+    e = np.exp(-np.abs(z))  # written so that it never overflows
+    s = np.where(z >= 0, 1.0, e) / (1.0 + e)
+    slope = e / (1.0 + e) ** 2  # s (1 - s)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.3))
     a1.plot(z, s, color="C0")
     a1.set(xlabel="pre-activation z", ylabel="sigmoid(z)", title="output")

@@ -153,11 +153,9 @@ def test_seed_parameter_counts(seed):
 
 def test_improved_parameter_counts(improved):
     ae, enc, dec = improved
-    flat = 4 * 4 * 64  # 28 -> 14 -> 7 -> 4 with stride-2 "same" convolutions, 64 channels
-    enc_expected = (conv_params(3, 1, 32) + conv_params(3, 32, 64) + conv_params(3, 64, 64)
-                    + dense_params(flat, 128))
-    dec_expected = (dense_params(128, flat) + conv_params(3, 64, 64) + conv_params(3, 64, 32)
-                    + conv_params(3, 32, 32) + conv_params(3, 32, 1))
+    flat = 7 * 7 * 32  # 28 -> 14 -> 7 with stride-2 "same" convolutions, 32 channels
+    enc_expected = conv_params(4, 1, 16) + conv_params(4, 16, 32) + dense_params(flat, 128)
+    dec_expected = dense_params(128, flat) + conv_params(4, 32, 16) + conv_params(4, 16, 1)
     assert enc.count_params() == enc_expected
     assert dec.count_params() == dec_expected
     assert ae.count_params() == enc_expected + dec_expected
