@@ -63,6 +63,32 @@ def load_photo_folder(folder, limit: int | None = None) -> dict[str, np.ndarray]
     return {p.name: photo_to_gray_u8(p) for p in files[:limit]}
 
 
+#: Stand-ins for a course folder opened without the Kodak photos: photographs that ship
+#: inside scikit-image and are NOT among the training photos (a test checks it).
+SUBSTITUTE_PHOTOS = ("motorcycle_left", "motorcycle_right", "cell")
+
+
+def substitute_photos() -> dict[str, np.ndarray]:
+    """:data:`SUBSTITUTE_PHOTOS` as grayscale ``uint8`` ``(H, W)``: the two views of
+    scikit-image's stereo motorcycle (741x500, colour converted to luma) and its cell
+    micrograph (550x660). No download needed."""
+    import skimage.data
+
+    left, right, _ = skimage.data.stereo_motorcycle()
+    return {"motorcycle_left": photo_to_gray_u8(left), "motorcycle_right": photo_to_gray_u8(right),
+            "cell": photo_to_gray_u8(skimage.data.cell())}
+
+
+def evaluation_photos(limit: int | None = None) -> tuple[dict[str, np.ndarray], str | None]:
+    """The evaluation photos and where they came from: ``(photos, folder)`` with the folder
+    of :func:`photo_eval_folder` shown relative to the course, or, when there is none (a
+    notebook opened without ``../shared``), ``(substitute_photos(), None)``."""
+    folder = photo_eval_folder()
+    if folder is None:
+        return dict(list(substitute_photos().items())[:limit]), None
+    return load_photo_folder(folder, limit), os.path.relpath(folder, paths.COURSE_ROOT or Path.cwd())
+
+
 def _photo_summary(codec: str, setting, per_image: list[dict], folder=None) -> dict:
     """Means over images: ``bpp``, ``psnr_db`` (mean of per-image PSNR, the usual way to
     report Kodak results) and ``ssim``; the per-image rows are kept too."""
@@ -293,8 +319,9 @@ def photo_card_rows() -> list[dict]:
     rows = []
     for q in photo_qualities():
         card = read_card(photo_model_path(q))
+        # A stage without a quality (older cards) belongs to this card's quality.
         stages = [{"stage": s.get("stage", "train network"),
-                   "seconds": s.get("train_seconds", s.get("seconds")), **s}
+                   "seconds": s.get("train_seconds", s.get("seconds")), **s, "quality": s.get("quality", q)}
                   for s in card.get("lineage", [])]
         rows.append({"quality": q, "lambda": card.get("lambda"), "stages": stages,
                      "steps": sum(s.get("steps", 0) for s in stages),

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import cae_utils as cu
-from caecodec import (cli, codec_training, formats, images, keras_layers, metrics, modelio, models, photo_codec,
+from caecodec import (cli, codec_training, fileio, formats, images, keras_layers, metrics, modelio, models, photo_codec,
                       photo_context, photo_eval)
 
 
@@ -516,3 +516,43 @@ def test_no_evaluation_photo_is_a_training_photo():
             for c in range(0, img.shape[1] - 255, 128):
                 assert img[r:r + 256, c:c + 256].tobytes() not in keys
     assert not set(evaluation) & set(photo_codec.PHOTO_TRAINING_IMAGES)
+
+
+def test_substitute_photos_are_not_training_photos(monkeypatch):
+    """Without an evaluation folder (a notebook opened without ../shared), the evaluation
+    falls back to scikit-image photos that are not training photos, pixel for pixel."""
+    monkeypatch.setattr(photo_eval, "photo_eval_folder", lambda: None)
+    photos, folder = photo_eval.evaluation_photos()
+    assert folder is None and list(photos) == list(photo_eval.SUBSTITUTE_PHOTOS)
+    assert all(p.dtype == np.uint8 and p.ndim == 2 and min(p.shape) >= 256 for p in photos.values())
+    assert not set(photos) & set(photo_codec.PHOTO_TRAINING_IMAGES)
+    training = codec_training.photos_at_scales(codec_training.photo_training_images())
+    shapes = {p.shape for p in photos.values()}
+    for img in training:
+        if img.shape in shapes:
+            assert all(not np.array_equal(img, p) for p in photos.values())
+    assert len(photo_eval.evaluation_photos(limit=2)[0]) == 2
+
+
+def test_evaluation_photos_reads_the_folder_when_there_is_one(monkeypatch, tmp_path):
+    from PIL import Image
+    Image.fromarray(np.full((9, 11), 77, np.uint8)).save(tmp_path / "a.png")
+    monkeypatch.setattr(photo_eval, "photo_eval_folder", lambda: tmp_path)
+    photos, folder = photo_eval.evaluation_photos()
+    assert list(photos) == ["a.png"] and photos["a.png"].shape == (9, 11) and folder is not None
+
+
+def test_every_photo_card_records_every_stage_with_its_seconds():
+    """Every shipped quality was made the same way: its card lists the four training
+    stages (train network, dc prediction, context model, refine decoder), each with its
+    wall time and the quality it belongs to, and the total adds them up."""
+    rows = photo_eval.photo_card_rows()
+    assert rows and [r["quality"] for r in rows] == photo_codec.photo_qualities()
+    for r in rows:
+        own = [s for s in r["stages"] if s["quality"] == r["quality"]]
+        assert [s["stage"] for s in own] == ["train network", "dc prediction", "context model", "refine decoder"]
+        assert all(s["seconds"] > 0 for s in r["stages"])
+        assert r["total_train_seconds"] == pytest.approx(sum(s["seconds"] for s in r["stages"]), abs=0.2)
+        assert photo_codec.load_photo_codec(r["quality"]).fingerprint
+        card = fileio.read_card(photo_codec.photo_model_path(r["quality"]))
+        assert card["decoder_refined"] is True
