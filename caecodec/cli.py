@@ -23,9 +23,11 @@ def _build_parser(prog: str = "cae"):
                     "autoencoder, or decode a .cae file back into a PNG. Two modes: "
                     "'digit' (the default) turns any image into a 28x28 MNIST-like digit first; "
                     "'photo' (--mode photo --quality N) keeps the image at its own size, any "
-                    "size up to 8192x8192, converted to grayscale.",
+                    "size up to 8192x8192, converted to grayscale. --lossless codes a 28x28 "
+                    "grayscale digit exactly (every pixel comes back).",
         epilog=f"examples:  {prog} encode digit.png digit.cae --quality 3\n"
                f"           {prog} encode photo.jpg out.cae --mode photo --quality 3\n"
+               f"           {prog} encode digit.png exact.cae --lossless\n"
                f"           {prog} decode out.cae out.png\n"
                f"           {prog} info out.cae",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,6 +39,10 @@ def _build_parser(prog: str = "cae"):
     enc.add_argument("--mode", choices=("digit", "photo"), default="digit",
                      help="digit (default): a 28x28 MNIST-like digit; photo: any size, grayscale, "
                           "the photo codec (needs --quality)")
+    enc.add_argument("--lossless", action="store_true",
+                     help="the lossless digit codec (.cae v3): IN_IMAGE must be exactly 28x28 8-bit "
+                          "gray, and decoding gives back every pixel; default model "
+                          "models/lossless.keras")
     dec = sub.add_parser("decode", help=".cae file -> PNG image",
                          description="Decode IN.cae into a 28x28 grayscale PNG.")
     dec.add_argument("input", metavar="IN.cae")
@@ -79,6 +85,11 @@ def describe_file(path) -> str:
         n = (len(data) - formats.CAE_V0_MIN_SIZE) // 4
         return (f"{path}: .cae version 0 (float latent), {n} float32 numbers, model fingerprint "
                 f"{data[4:8].hex()}, {len(data)} bytes")
+    if kind == "v3":
+        model_byte, h, w, _, payload = formats.unpack_v3(data, source=str(path))
+        return (f"{path}: .cae version 3 (lossless digit codec), {w}x{h} pixels, model byte "
+                f"0x{model_byte:02x}, {len(data)} bytes ({len(payload)} of payload, "
+                f"{8 * len(data) / (h * w):.3f} bits per pixel)")
     if kind in ("v1", "v2"):
         first = formats.CAE_V1_FIRST_BYTE if kind == "v1" else formats.CAE_V2_FIRST_BYTE
         quality, model_byte, h, w, payload = formats.unpack_v1(data, source=str(path), first_byte=first)
@@ -105,9 +116,11 @@ def main(argv: list[str] | None = None, prog: str = "cae") -> int:
 
         if args.command == "encode":
             info = encode_image_file(args.input, args.output, args.model, args.force, args.quality,
-                                     args.mode)
+                                     args.mode, lossless=args.lossless)
             extra = ""
-            if args.mode == "photo":
+            if args.lossless:
+                extra = f", lossless 28x28, {info['bpp']:.3f} bits per pixel"
+            elif args.mode == "photo":
                 h, w = info["image"].shape
                 extra = f", {w}x{h} grayscale, {info['bpp']:.3f} bits per pixel"
             print(f"wrote {info['path']} ({info['bytes']} bytes{extra})")
