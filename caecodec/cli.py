@@ -40,7 +40,7 @@ def _build_parser(prog: str = "cae"):
                      help="digit (default): a 28x28 MNIST-like digit; photo: any size, grayscale, "
                           "the photo codec (needs --quality)")
     enc.add_argument("--lossless", action="store_true",
-                     help="the lossless digit codec (.cae v3): IN_IMAGE must be exactly 28x28 8-bit "
+                     help="the lossless digit codec (.cae v4): IN_IMAGE must be exactly 28x28 8-bit "
                           "gray, and decoding gives back every pixel; default model "
                           "models/lossless.keras")
     dec = sub.add_parser("decode", help=".cae file -> PNG image",
@@ -85,9 +85,9 @@ def describe_file(path) -> str:
         n = (len(data) - formats.CAE_V0_MIN_SIZE) // 4
         return (f"{path}: .cae version 0 (float latent), {n} float32 numbers, model fingerprint "
                 f"{data[4:8].hex()}, {len(data)} bytes")
-    if kind == "v3":
-        model_byte, h, w, _, payload = formats.unpack_v3(data, source=str(path))
-        return (f"{path}: .cae version 3 (lossless digit codec), {w}x{h} pixels, model byte "
+    if kind == "v4":
+        model_byte, h, w, _, payload = formats.unpack_v4(data, source=str(path))
+        return (f"{path}: .cae version 4 (lossless digit codec), {w}x{h} pixels, model byte "
                 f"0x{model_byte:02x}, {len(data)} bytes ({len(payload)} of payload, "
                 f"{8 * len(data) / (h * w):.3f} bits per pixel)")
     if kind in ("v1", "v2"):

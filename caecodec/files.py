@@ -18,7 +18,7 @@ from .formats import (
     CAE_MAGIC,
     CAE_V1_FIRST_BYTE,
     CAE_V2_FIRST_BYTE,
-    CAE_V3_FIRST_BYTE,
+    CAE_V4_FIRST_BYTE,
     pack_float_latent,
     unpack_float_latent,
     unpack_v1,
@@ -44,7 +44,7 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
     bytes and the 28x28 digit. The output is written atomically and an existing file is
     kept unless ``force``.
 
-    ``lossless=True``: the lossless digit codec (``.cae`` version 3) for an image that is
+    ``lossless=True``: the lossless digit codec (``.cae`` version 4) for an image that is
     exactly 28x28 8-bit gray; see :func:`caecodec.lossless.encode_lossless_file`.
     """
     if lossless:
@@ -80,10 +80,10 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
 
 def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
                     quality: int | None = None) -> dict:
-    """Decode a ``.cae`` file (version 0, 1, 2 or 3, told apart by its first byte) into a PNG.
+    """Decode a ``.cae`` file (version 0, 1, 2 or 4, told apart by its first byte) into a PNG.
 
     Version 2 (photo codec) files decode to their own size as a grayscale ``uint8``
-    ``(H, W)`` image; version 3 (lossless) to the exact ``uint8`` ``(28, 28)`` digit; versions
+    ``(H, W)`` image; version 4 (lossless) to the exact ``uint8`` ``(28, 28)`` digit; versions
     0 and 1 to a 28x28 digit.
 
     For version 1 the quality is read from the file; a ``quality`` given here must match
@@ -100,7 +100,7 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
     if not in_path.is_file():
         raise CAEError(f"Input file {in_path} does not exist.")
     data = in_path.read_bytes()
-    if data[:1] == bytes([CAE_V3_FIRST_BYTE]):  # the lossless digit codec: exact uint8 pixels
+    if data[:1] == bytes([CAE_V4_FIRST_BYTE]):  # the lossless digit codec: exact uint8 pixels
         from .lossless import decode_lossless_file
         return decode_lossless_file(data, in_path, out_path, model_path, force, quality)
     if data[:1] == bytes([CAE_V2_FIRST_BYTE]):

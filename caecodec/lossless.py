@@ -1,4 +1,4 @@
-"""The lossless digit codec: exact 28x28 8-bit digits <-> ``.cae`` version 3 files.
+"""The lossless digit codec: exact 28x28 8-bit digits <-> ``.cae`` version 4 files.
 
 How a digit is coded (notebook 07 teaches it step by step):
 
@@ -8,7 +8,7 @@ How a digit is coded (notebook 07 teaches it step by step):
 2. The flags (zero or not) of the group are range-coded with those probabilities; then
    the network gives each non-zero pixel 255 probabilities for its value, seeing the
    group's flags too, and the values are range-coded.
-3. The file: the 8-byte v3 header (:func:`formats.pack_v3`, with a CRC of the pixels) and
+3. The file: the 8-byte v4 header (:func:`formats.pack_v4`, with a CRC of the pixels) and
    the range coder's words. The decoder repeats the same five passes; its network sees
    exactly what the encoder's saw, and integer arithmetic makes its probabilities
    bit-identical, so it gets every pixel back.
@@ -26,11 +26,26 @@ import numpy as np
 from . import entropy, paths
 from .errors import CAEError
 from .fileio import atomic_write_bytes, read_card
-from .formats import CAE_V3_SIDE, pack_v3, pixel_crc, unpack_v3
+from .formats import CAE_V4_SIDE, pack_v4, pixel_crc, unpack_v4
 from .lossless_net import LEVELS, IntegerNetwork, flag_weights, level_pixels, softmax_weights, weights_to_bits
 
-#: Digits coded together: bounds the memory of the probability tables (about 60 MB).
-CHUNK = 500
+#: Digits coded together: bounds the memory of the probability tables and patches (about
+#: 150 MB per chunk).
+CHUNK = 250
+#: Chunks run on this many threads at once (numpy's matrix products and array operations
+#: release Python's lock, so two threads use two cores). The bytes never depend on it.
+THREADS = min(2, os.cpu_count() or 1)
+
+
+def _chunked(function, items, size: int = CHUNK) -> list:
+    """``function`` on consecutive chunks of ``items``, on :data:`THREADS` threads, results in order."""
+    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    if THREADS < 2 or len(chunks) < 2:
+        return [function(c) for c in chunks]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        return list(pool.map(function, chunks))
 #: Loaded codecs, keyed by model path and file time (loading takes a fraction of a second).
 _CACHE: dict = {}
 
@@ -61,7 +76,7 @@ def as_u8_digits(digits) -> np.ndarray:
         x = x[..., 0]
     if x.ndim == 2:
         x = x[None]
-    if x.ndim != 3 or x.shape[1:] != (CAE_V3_SIDE, CAE_V3_SIDE):
+    if x.ndim != 3 or x.shape[1:] != (CAE_V4_SIDE, CAE_V4_SIDE):
         raise CAEError(f"The lossless codec takes 28x28 digits, got an array of shape {np.shape(digits)}.")
     if x.dtype == np.uint8:
         return np.ascontiguousarray(x)
@@ -77,7 +92,7 @@ def as_u8_digits(digits) -> np.ndarray:
 
 
 class LosslessCodec:
-    """The integer network plus constriction's range coder: digits <-> ``.cae`` v3 bytes.
+    """The integer network plus constriction's range coder: digits <-> ``.cae`` v4 bytes.
 
     Load the shipped one with :func:`load_lossless_codec`. :meth:`compress` and
     :meth:`decompress` work on batches (faster) or single digits (same bytes).
@@ -109,17 +124,20 @@ class LosslessCodec:
         """``-log2 p`` of every pixel (flag, plus value if not zero) under the model, in
         bits: float64 ``(N, 28, 28)``. Summed, it is the ideal payload the coder approaches."""
         u8 = as_u8_digits(digits)
-        bits = np.zeros(u8.shape, np.float64)
-        for start in range(0, len(u8), CHUNK):
-            x = u8[start:start + CHUNK]
-            for level, rows, cols in self._levels:
-                flags = (x[:, rows, cols] > 0).astype(np.int64)
-                flag_tables, value_tables, _ = self.level_tables(level, x, flags)
-                cost = weights_to_bits(flag_tables.reshape(-1, 2), flags.ravel()).reshape(flags.shape)
-                n, t = np.nonzero(flags)
-                values = x[:, rows, cols][n, t].astype(np.int64) - 1
-                cost[n, t] += weights_to_bits(value_tables, values)
-                bits[start:start + CHUNK, rows, cols] = cost
+        if not len(u8):
+            return np.zeros(u8.shape, np.float64)
+        return np.concatenate(_chunked(self._pixel_bits_chunk, u8))
+
+    def _pixel_bits_chunk(self, x: np.ndarray) -> np.ndarray:
+        bits = np.zeros(x.shape, np.float64)
+        for level, rows, cols in self._levels:
+            flags = (x[:, rows, cols] > 0).astype(np.int64)
+            flag_tables, value_tables, _ = self.level_tables(level, x, flags)
+            cost = weights_to_bits(flag_tables.reshape(-1, 2), flags.ravel()).reshape(flags.shape)
+            n, t = np.nonzero(flags)
+            values = x[:, rows, cols][n, t].astype(np.int64) - 1
+            cost[n, t] += weights_to_bits(value_tables, values)
+            bits[:, rows, cols] = cost
         return bits
 
     def estimate_bits(self, digits) -> np.ndarray:
@@ -129,46 +147,43 @@ class LosslessCodec:
     # -- bytes ----------------------------------------------------------------------------
     def compress(self, digits) -> list[bytes]:
         """Digits (``uint8`` ``(N,28,28[,1])``, or exact floats in [0, 1]) -> one complete
-        ``.cae`` v3 file each. The bytes of a digit never depend on its batch."""
+        ``.cae`` v4 file each. The bytes of a digit never depend on its batch."""
+        return [f for chunk in _chunked(self._compress_chunk, as_u8_digits(digits)) for f in chunk]
+
+    def _compress_chunk(self, x: np.ndarray) -> list[bytes]:
         import constriction
 
-        u8 = as_u8_digits(digits)
-        files = []
-        for start in range(0, len(u8), CHUNK):
-            x = u8[start:start + CHUNK]
-            coders = [constriction.stream.queue.RangeEncoder() for _ in x]
-            for level, rows, cols in self._levels:
-                targets = x[:, rows, cols]
-                flags = (targets > 0).astype(np.int32)
-                flag_tables, value_tables, _ = self.level_tables(level, x, flags)
-                values = targets[flags > 0].astype(np.int32) - 1
-                ends = np.cumsum(flags.sum(axis=1))
-                for i, coder in enumerate(coders):
-                    coder.encode(flags[i], self._family, flag_tables[i])
-                    lo = ends[i - 1] if i else 0
-                    if ends[i] > lo:
-                        coder.encode(values[lo:ends[i]], self._family, value_tables[lo:ends[i]])
-            files += [pack_v3(self.fingerprint, CAE_V3_SIDE, CAE_V3_SIDE, pixel_crc(x[i]),
-                              entropy.words_to_bytes(coder.get_compressed()))
-                      for i, coder in enumerate(coders)]
-        return files
+        coders = [constriction.stream.queue.RangeEncoder() for _ in x]
+        for level, rows, cols in self._levels:
+            targets = x[:, rows, cols]
+            flags = (targets > 0).astype(np.int32)
+            flag_tables, value_tables, _ = self.level_tables(level, x, flags)
+            values = targets[flags > 0].astype(np.int32) - 1
+            ends = np.cumsum(flags.sum(axis=1))
+            for i, coder in enumerate(coders):
+                coder.encode(flags[i], self._family, flag_tables[i])
+                lo = ends[i - 1] if i else 0
+                if ends[i] > lo:
+                    coder.encode(values[lo:ends[i]], self._family, value_tables[lo:ends[i]])
+        return [pack_v4(self.fingerprint, CAE_V4_SIDE, CAE_V4_SIDE, pixel_crc(x[i]),
+                        entropy.words_to_bytes(coder.get_compressed()))
+                for i, coder in enumerate(coders)]
 
     def decompress(self, files, source: str = "the .cae data") -> np.ndarray:
-        """``.cae`` v3 files (bytes) -> digits ``uint8`` ``(N, 28, 28)``, exactly as encoded.
+        """``.cae`` v4 files (bytes) -> digits ``uint8`` ``(N, 28, 28)``, exactly as encoded.
 
-        Every file is checked (:func:`formats.unpack_v3`) before any decoding; after it, the
+        Every file is checked (:func:`formats.unpack_v4`) before any decoding; after it, the
         pixels must match the CRC stored in the file. Any problem raises :class:`CAEError`.
         """
         files = list(files)
-        out = np.zeros((len(files), CAE_V3_SIDE, CAE_V3_SIDE), np.uint8)
-        for start in range(0, len(files), CHUNK):
-            out[start:start + CHUNK] = self._decompress_chunk(files[start:start + CHUNK], source)
-        return out
+        if not files:
+            return np.zeros((0, CAE_V4_SIDE, CAE_V4_SIDE), np.uint8)
+        return np.concatenate(_chunked(lambda chunk: self._decompress_chunk(chunk, source), files))
 
     def _decompress_chunk(self, files, source: str) -> np.ndarray:
-        parsed = [unpack_v3(data, self.fingerprint, source=source) for data in files]
+        parsed = [unpack_v4(data, self.fingerprint, source=source) for data in files]
         decoders = [entropy.range_decoder(p[4]) for p in parsed]
-        x = np.zeros((len(files), CAE_V3_SIDE, CAE_V3_SIDE), np.uint8)
+        x = np.zeros((len(files), CAE_V4_SIDE, CAE_V4_SIDE), np.uint8)
         try:
             for level, rows, cols in self._levels:
                 flag_tables, _, trunk = self.level_tables(level, x)
@@ -240,7 +255,7 @@ def load_lossless_codec(path: str | os.PathLike | None = None) -> LosslessCodec:
 
 
 # ------------------------------------------------------------------------------------------
-# The user's path: a 28x28 image file -> a .cae v3 file -> a PNG with the same pixels
+# The user's path: a 28x28 image file -> a .cae v4 file -> a PNG with the same pixels
 # ------------------------------------------------------------------------------------------
 
 def read_lossless_image(path) -> np.ndarray:
@@ -253,7 +268,7 @@ def read_lossless_image(path) -> np.ndarray:
     from .images import open_image
 
     img = open_image(path)
-    if img.size != (CAE_V3_SIDE, CAE_V3_SIDE):
+    if img.size != (CAE_V4_SIDE, CAE_V4_SIDE):
         raise CAEError(f"{path} is {img.width}x{img.height} pixels; --lossless codes exactly 28x28 "
                        "grayscale digits (MNIST's size) and never resizes, which would change the "
                        "pixels. Encode it without --lossless (any image becomes a 28x28 digit) or "
@@ -279,7 +294,7 @@ def read_lossless_image(path) -> np.ndarray:
 
 def encode_lossless_file(in_path, out_path, model_path=None, force: bool = False,
                          quality: int | None = None, mode: str = "digit") -> dict:
-    """``cae encode IN OUT --lossless``: a 28x28 gray image file -> a ``.cae`` v3 file.
+    """``cae encode IN OUT --lossless``: a 28x28 gray image file -> a ``.cae`` v4 file.
 
     Refused: a quality or photo mode (lossless has neither), an image that is not exactly
     28x28 8-bit gray (:func:`read_lossless_image`), and an image so unlike an MNIST digit
@@ -308,7 +323,7 @@ def encode_lossless_file(in_path, out_path, model_path=None, force: bool = False
 
 def decode_lossless_file(data: bytes, in_path, out_path, model_path=None, force: bool = False,
                          quality: int | None = None) -> dict:
-    """The bytes of a ``.cae`` v3 file (read from ``in_path``) -> a grayscale PNG at
+    """The bytes of a ``.cae`` v4 file (read from ``in_path``) -> a grayscale PNG at
     ``out_path`` with exactly the encoded pixels. Returns ``{"path", "image"}``, the image
     ``uint8`` ``(28, 28)``."""
     import io
@@ -318,7 +333,7 @@ def decode_lossless_file(data: bytes, in_path, out_path, model_path=None, force:
     from .fileio import write_output
 
     if quality is not None:
-        raise CAEError(f"{in_path} is a lossless .cae file (version 3); decode it without --quality.")
+        raise CAEError(f"{in_path} is a lossless .cae file (version 4); decode it without --quality.")
     image = load_lossless_codec(model_path).decompress([data], source=str(in_path))[0]
     buf = io.BytesIO()
     Image.fromarray(image, mode="L").save(buf, format="PNG", optimize=True)

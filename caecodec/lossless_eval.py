@@ -17,7 +17,7 @@ from .lossless_net import LEVELS, level_of_pixel
 CLASSIC_LOSSLESS = ("png", "webp_lossless", "jxl_lossless", "jpegls", "jpeg2000_lossless")
 #: Short names for tables.
 LABELS = {"png": "PNG (optimize)", "webp_lossless": "WebP lossless", "jxl_lossless": "JPEG XL lossless (effort 9)",
-          "jpegls": "JPEG-LS", "jpeg2000_lossless": "JPEG 2000 reversible", "cae_lossless": "CAE lossless (.cae v3)"}
+          "jpegls": "JPEG-LS", "jpeg2000_lossless": "JPEG 2000 reversible", "cae_lossless": "CAE lossless (.cae v4)"}
 
 
 def summary_row(name: str, sizes, exact, encode_seconds: float, decode_seconds: float, **extra) -> dict:
@@ -46,7 +46,7 @@ def classic_lossless_rows(x_u8: np.ndarray, formats=CLASSIC_LOSSLESS) -> list[di
 
 
 def learned_lossless_row(codec, x_u8: np.ndarray) -> dict:
-    """The learned codec on every digit: real ``.cae`` v3 bytes, decoded and checked, with
+    """The learned codec on every digit: real ``.cae`` v4 bytes, decoded and checked, with
     the model's own estimate of the payload and the files themselves (``files``)."""
     t0 = time.perf_counter()
     files = codec.compress(x_u8)

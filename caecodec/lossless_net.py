@@ -221,12 +221,17 @@ def _residual(h: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def windows(grid: np.ndarray, k: int, where: tuple) -> np.ndarray:
     """The ``k`` x ``k`` neighbourhoods (zero beyond the edge) of ``grid`` ``(N, H, W, C)`` at
-    the positions ``where = (n, i, j)``: ``(M, k*k*C)``, in Keras' kernel order."""
+    the positions ``where = (n, i, j)``: ``(M, k*k*C)``, in Keras' kernel order ``(k, k, C)``.
+    One ``take`` of whole pixel rows, the fastest gather numpy has."""
     pad = k // 2
+    n_img, height, width, channels = grid.shape
     padded = np.pad(grid, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    view = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))  # (N,H,W,C,k,k)
     n, i, j = where
-    return np.moveaxis(view[n, i, j], 1, -1).reshape(len(n), k * k * grid.shape[-1])
+    rows, cols = height + 2 * pad, width + 2 * pad
+    corner = (n * rows + i) * cols + j                               # window's top-left pixel
+    offsets = (np.arange(k)[:, None] * cols + np.arange(k)[None, :]).ravel()
+    flat = padded.reshape(-1, channels)
+    return np.take(flat, corner[:, None] + offsets[None, :], axis=0).reshape(len(n), k * k * channels)
 
 
 class IntegerNetwork:
@@ -242,6 +247,9 @@ class IntegerNetwork:
         self.q, self.k = q, int(kernel)
         self.features = q["head_w"].shape[0]
         self.table = q["embedding"]
+        # The window layers' kernels as matrices for windows()' patches.
+        self.patch_w = {key: np.ascontiguousarray(w.reshape(-1, w.shape[-1])) for key, w in q.items()
+                        if key.endswith(("/in_w", "/fc_w"))}
 
     def _trunk(self, level: Level, known_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Trunk activations of ``level`` given the known image pixels, stored compactly:
@@ -263,15 +271,16 @@ class IntegerNetwork:
             for dj in range(self.k):
                 active |= padded[:, di:di + side, dj:dj + side]
         where = np.nonzero(active)
-        patches = windows(grid, self.k, where)
-        rows = self._dense_trunk(p, np.concatenate([patches, np.zeros((1, patches.shape[1]))]))
+        rows = self._dense_trunk(p, windows(grid, self.k, where))
+        background = self._dense_trunk(p, np.zeros((1, self.patch_w[p + "in_w"].shape[0])))
+        rows = np.concatenate([rows, background])
         index = np.full((n_img, side, side), len(where[0]), np.intp)
         index[where] = np.arange(len(where[0]))
         return rows, index
 
     def _dense_trunk(self, p: str, patches: np.ndarray) -> np.ndarray:
         q = self.q
-        h = _requantize(_layer(patches, q[p + "in_w"], q[p + "in_b"]))
+        h = _requantize(_layer(patches, self.patch_w[p + "in_w"], q[p + "in_b"]))
         i = 0
         while p + f"res{i}_w" in q:
             h = _residual(h, q[p + f"res{i}_w"], q[p + f"res{i}_b"])
@@ -304,7 +313,7 @@ class IntegerNetwork:
         index = np.zeros((n_img, side, side), np.int64)
         index[where] = np.arange(len(where[0]))
         acc = _layer(rows[index_rows[where]], q[p + "fh_w"], q[p + "fh_b"])
-        acc += _layer(windows(flag_grid, self.k, where), q[p + "fc_w"], q[p + "fc_b"])
+        acc += _layer(windows(flag_grid, self.k, where), self.patch_w[p + "fc_w"], q[p + "fc_b"])
         g = _requantize(acc)
         v = _requantize(_layer(g, q[p + "vf_w"], q[p + "vf_b"])).reshape(len(g), n_phases, self.features)
         return _logits(_layer(v[index[n, i, j], ph], q["head_w"], q["head_b"]))

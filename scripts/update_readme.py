@@ -175,7 +175,7 @@ def lossless_section() -> list[str]:
         return []
     rows = [[r["label"], f"{r['mean_bytes']:.1f}", f"{r['bpp']:.3f}", f"{r['bit_exact']:,} / {r['images']:,}"]
             for r in sorted(ll["rows"], key=lambda r: r["mean_bytes"])]
-    out = [f"Lossless: the learned lossless digit codec (`cae encode --lossless`, `.cae` v3) against the "
+    out = [f"Lossless: the learned lossless digit codec (`cae encode --lossless`, `.cae` v4) against the "
            f"classic lossless formats on the {ll['test_images']:,} MNIST test digits "
            f"(`python benchmarks/lossless.py`, {ll['date'][:10]}; whole files, headers included; every "
            "file decoded and compared pixel for pixel):", "",

@@ -1,4 +1,4 @@
-"""The lossless digit codec (issue 14): exact round trips, determinism, the .cae v3 format,
+"""The lossless digit codec (issue 14): exact round trips, determinism, the .cae v4 format,
 a seeded fuzz of damaged files, the integer network, and `cae encode --lossless`.
 
 Most tests use the shipped model (caecodec/models/lossless.*); it loads without Keras in a
@@ -50,7 +50,7 @@ def test_round_trip_is_bit_exact_on_300_digits_and_smaller_than_png(codec, test_
     assert np.array_equal(back, x)
     mean = np.mean([len(f) for f in files])
     assert mean < np.mean([png_size(d) for d in x]) * 0.6, mean
-    assert all(f[0] == formats.CAE_V3_FIRST_BYTE for f in files)
+    assert all(f[0] == formats.CAE_V4_FIRST_BYTE for f in files)
 
 
 @pytest.mark.slow
@@ -83,7 +83,7 @@ def test_decoding_does_not_depend_on_the_batch(codec, sample_files):
 
 def test_the_estimate_is_close_to_the_real_payload(codec, sample_files):
     x, files = sample_files
-    payload = np.array([len(formats.unpack_v3(f)[4]) for f in files])
+    payload = np.array([len(formats.unpack_v4(f)[4]) for f in files])
     estimate = codec.estimate_bits(x) / 8
     gap = payload - estimate
     assert 0 < gap.mean() < 4, gap.mean()     # the range coder ends on a 32-bit word
@@ -153,18 +153,18 @@ def test_the_shipped_integer_network_is_the_quantized_keras_model(codec, test_di
 
 
 # --------------------------------------------------------------------------------------
-# The .cae v3 format
+# The .cae v4 format
 # --------------------------------------------------------------------------------------
 
-def test_v3_header_fields(sample_files, codec):
+def test_v4_header_fields(sample_files, codec):
     _, files = sample_files
     data = files[0]
-    assert formats.sniff(data) == "v3"
-    fields = formats.cae_v3_fields(data)
-    assert [f[2] for f in fields][:3] == ["magic 0xC + version 3", "model byte (fingerprint[0])", "height (varint)"]
+    assert formats.sniff(data) == "v4"
+    fields = formats.cae_v4_fields(data)
+    assert [f[2] for f in fields][:3] == ["magic 0xC + version 4", "model byte (fingerprint[0])", "height (varint)"]
     assert fields[-1][0] == 8 and fields[1][3] == codec.fingerprint[:1]
     assert fields[2][3] == bytes([28]) and fields[3][3] == bytes([28])
-    model_byte, h, w, pixels_crc, payload = formats.unpack_v3(data, codec.fingerprint)
+    model_byte, h, w, pixels_crc, payload = formats.unpack_v4(data, codec.fingerprint)
     assert (h, w) == (28, 28) and payload == data[8:]
     assert pixels_crc == formats.pixel_crc(sample_files[0][0])
 
@@ -186,9 +186,9 @@ def with_crc(head: bytes, pixels_crc: int, payload: bytes) -> bytes:
     (lambda d: d[:-1], "checksum"),
     (lambda d: d + b"\x00", "checksum"),
     (lambda d: d[:20] + bytes([d[20] ^ 0x10]) + d[21:], "checksum"),
-    (lambda d: with_crc(bytes([0xC3, d[1], 30, 28]), 0, d[8:]), "28x28"),
-    (lambda d: bytes([0xC3, d[1], 0x80, 0x80, 0x80, 0x80]) + d[6:], "size field"),
-    (lambda d: with_crc(bytes([0xC3, d[1] ^ 1, 28, 28]), struct.unpack(">H", d[6:8])[0], d[8:]),
+    (lambda d: with_crc(bytes([0xC4, d[1], 30, 28]), 0, d[8:]), "28x28"),
+    (lambda d: bytes([0xC4, d[1], 0x80, 0x80, 0x80, 0x80]) + d[6:], "size field"),
+    (lambda d: with_crc(bytes([0xC4, d[1] ^ 1, 28, 28]), struct.unpack(">H", d[6:8])[0], d[8:]),
      "different lossless model"),
 ])
 def test_bad_files_get_one_clear_error(sample_files, codec, make, words):
@@ -230,7 +230,7 @@ def test_seeded_fuzz_of_damaged_files_never_crashes_or_returns_a_wrong_digit(sam
             at = rng.integers(len(data))
             del data[at:at + rng.integers(1, 4)]
         elif kind == "garbage":
-            data = bytearray([0xC3]) + bytearray(rng.integers(0, 256, rng.integers(0, 200), dtype=np.uint8))
+            data = bytearray([0xC4]) + bytearray(rng.integers(0, 256, rng.integers(0, 200), dtype=np.uint8))
         else:
             payload = bytearray(data[8:])
             for _ in range(rng.integers(1, 3)):
@@ -281,7 +281,7 @@ def test_cli_lossless_round_trip_gives_back_every_pixel(tmp_path, capsys, digit_
     code, out, err = run_cli(capsys, "encode", digit_png, cae, "--lossless")
     assert code == 0 and "lossless" in out and err == ""
     code, out, _ = run_cli(capsys, "info", cae)
-    assert code == 0 and "version 3" in out and "28x28" in out and f"{cae.stat().st_size} bytes" in out
+    assert code == 0 and "version 4" in out and "28x28" in out and f"{cae.stat().st_size} bytes" in out
     code, out, _ = run_cli(capsys, "decode", cae, png)             # picks the codec from byte 0
     assert code == 0
     with Image.open(png) as img:
@@ -293,7 +293,7 @@ def test_cli_decode_picks_the_codec_from_the_first_byte(tmp_path, capsys, digit_
     lossy, exact = tmp_path / "lossy.cae", tmp_path / "exact.cae"
     assert run_cli(capsys, "encode", digit_png, lossy, "--quality", "2")[0] == 0
     assert run_cli(capsys, "encode", digit_png, exact, "--lossless")[0] == 0
-    assert lossy.read_bytes()[0] == 0xC1 and exact.read_bytes()[0] == 0xC3
+    assert lossy.read_bytes()[0] == 0xC1 and exact.read_bytes()[0] == 0xC4
     for src in (lossy, exact):
         assert run_cli(capsys, "decode", src, tmp_path / f"{src.stem}.png")[0] == 0
     with Image.open(tmp_path / "exact.png") as a, Image.open(digit_png) as b:
