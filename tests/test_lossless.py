@@ -9,6 +9,7 @@ from __future__ import annotations
 import binascii
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -370,3 +371,92 @@ def test_cli_errors_for_damaged_and_foreign_lossless_files(tmp_path, capsys, dig
     assert_one_line_error(capsys, ["decode", cae, tmp_path / "c.png", "--model", other],
                           "different lossless model")
     assert not list(tmp_path.glob("[abc].png"))
+
+
+# --------------------------------------------------------------------------------------
+# More determinism, atomic writes, and damaged files on disk
+# --------------------------------------------------------------------------------------
+
+def test_threads_and_chunk_size_do_not_change_a_byte(codec, sample_files, monkeypatch):
+    x, files = sample_files
+    monkeypatch.setattr(lossless, "THREADS", 1)
+    monkeypatch.setattr(lossless._chunked, "__defaults__", (7,))     # chunks of 7 digits, one thread
+    assert codec.compress(x) == files
+    assert np.array_equal(codec.decompress(files), x)
+    monkeypatch.setattr(lossless, "THREADS", 2)
+    assert codec.compress(x) == files
+    assert np.array_equal(codec.decompress(files), x)
+
+
+def test_the_same_bytes_in_a_fresh_process(sample_files, tmp_path):
+    """Another interpreter (fresh caches, its own thread timing) writes the same files."""
+    import subprocess
+    import sys
+
+    x, files = sample_files
+    np.save(tmp_path / "x.npy", x[:12])
+    code = ("import sys, numpy as np; from caecodec import lossless; "
+            "x = np.load(sys.argv[1]); sys.stdout.write(''.join(f.hex() + '\\n' for f in "
+            "lossless.load_lossless_codec().compress(x)))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy")], capture_output=True,
+                         text=True, check=True, cwd=str(Path(lossless.__file__).parents[1]))
+    assert out.stdout.split() == [f.hex() for f in files[:12]]
+
+
+def test_cli_writes_by_rename_and_keeps_the_old_file_when_a_write_fails(tmp_path, capsys, digit_png,
+                                                                       test_digits, monkeypatch):
+    import os
+
+    from caecodec import fileio
+
+    cae = tmp_path / "digit.cae"
+    cae.write_bytes(b"old")
+    real_replace, renames = os.replace, []
+
+    def spy(src, dst):
+        renames.append((os.fspath(src), os.fspath(dst)))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(fileio.os, "replace", spy)
+    assert run_cli(capsys, "encode", digit_png, cae, "--lossless", "--force")[0] == 0
+    (src, dst), = renames                          # the file appeared whole, by one rename
+    assert dst == str(cae) and os.path.dirname(src) == str(tmp_path) and src.endswith(".tmp")
+    good = cae.read_bytes()
+    assert good == lossless.load_lossless_codec().compress(test_digits[0][:1])[0]
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fileio.os, "replace", disk_full)
+    other = tmp_path / "other.png"
+    Image.fromarray(test_digits[0][1], mode="L").save(other)
+    assert_one_line_error(capsys, ["encode", other, cae, "--lossless", "--force"], "Cannot write", "No space")
+    assert cae.read_bytes() == good                # the old file is intact
+    png = tmp_path / "back.png"
+    png.write_bytes(b"mine")
+    assert_one_line_error(capsys, ["decode", cae, png, "--force"], "Cannot write")
+    assert png.read_bytes() == b"mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_seeded_fuzz_of_damaged_files_on_disk_through_cae_decode(tmp_path, capsys, sample_files):
+    """300 damaged .cae files on disk: `cae decode` and `cae info` each end in one line
+    naming the problem, and no output image is left behind."""
+    _, files = sample_files
+    rng = np.random.default_rng(14)
+    for n in range(300):
+        data = bytearray(files[int(rng.integers(len(files)))])
+        if n % 3 == 0:
+            data = data[:rng.integers(0, len(data))]
+        elif n % 3 == 1:
+            data[rng.integers(len(data))] ^= int(rng.integers(1, 256))
+        else:
+            del data[rng.integers(len(data))]
+        cae, png = tmp_path / f"bad{n}.cae", tmp_path / f"bad{n}.png"
+        cae.write_bytes(bytes(data))
+        line = assert_one_line_error(capsys, ["decode", cae, png])
+        assert any(w in line for w in ("empty", "truncated", "corrupt", "checksum", "not a .cae file",
+                                        "format version", "written by")), line
+        assert not png.exists()
+        if n % 10 == 0:
+            assert_one_line_error(capsys, ["info", cae])
