@@ -45,15 +45,16 @@ def classic_lossless_rows(x_u8: np.ndarray, formats=CLASSIC_LOSSLESS) -> list[di
     return rows
 
 
-def learned_lossless_row(codec, x_u8: np.ndarray) -> dict:
+def learned_lossless_row(codec, x_u8: np.ndarray, pixel_bits: np.ndarray | None = None) -> dict:
     """The learned codec on every digit: real ``.cae`` v4 bytes, decoded and checked, with
-    the model's own estimate of the payload and the files themselves (``files``)."""
+    the model's own estimate of the payload and the files themselves (``files``).
+    ``pixel_bits``: ``codec.pixel_bits(x_u8)`` if already computed (saves a pass)."""
     t0 = time.perf_counter()
     files = codec.compress(x_u8)
     t1 = time.perf_counter()
     back = codec.decompress(files)
     t2 = time.perf_counter()
-    estimate = codec.estimate_bits(x_u8) / 8
+    estimate = (codec.estimate_bits(x_u8) if pixel_bits is None else pixel_bits.sum(axis=(1, 2))) / 8
     return summary_row("cae_lossless", [len(f) for f in files], np.all(back == x_u8, axis=(1, 2)),
                        t1 - t0, t2 - t1, estimated_payload_bytes=float(estimate.mean()),
                        estimates=estimate, files=files)
