@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/rate_distortion.py
 	$(PY) benchmarks/photo_rate_distortion.py
 	$(PY) benchmarks/race_original.py
+	$(PY) benchmarks/lossless.py
 
 student: $(STAMP)
 	$(PY) scripts/make_student.py

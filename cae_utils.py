@@ -328,11 +328,14 @@ class TrainingPanel:
 #                cu.compare, cu.bdrate, cu.rd_plots
 #   notebook 06  cu.photo_codec, cu.photo_context, cu.photo_eval, cu.codec_training
 #   the app      cu.app, cu.matched
+#   notebook 07  cu.lossless (the codec), cu.lossless_model (Keras), cu.lossless_net (the
+#                exact integer network), cu.lossless_eval (comparisons, where the bits go)
 from caecodec import (  # noqa: E402,F401
     app, bdrate, classic, cli, codec_training, compare, digit_codec, entropy, files, formats,
     images, keras_layers, matched, metrics, modelio, models, pca, photo_codec, photo_eval,
     plots, rd_plots, training)
 from caecodec import photo_context  # noqa: E402,F401  (notebook 06: the photo codec's context model)
+from caecodec import lossless, lossless_eval, lossless_model, lossless_net  # noqa: E402,F401
 from caecodec.metrics import mse_per_image, psnr_from_mse, reconstruction_metrics  # noqa: E402,F401
 
 if __name__ == "__main__":

@@ -23,9 +23,11 @@ def _build_parser(prog: str = "cae"):
                     "autoencoder, or decode a .cae file back into a PNG. Two modes: "
                     "'digit' (the default) turns any image into a 28x28 MNIST-like digit first; "
                     "'photo' (--mode photo --quality N) keeps the image at its own size, any "
-                    "size up to 8192x8192, converted to grayscale.",
+                    "size up to 8192x8192, converted to grayscale. --lossless codes a 28x28 "
+                    "grayscale digit exactly (every pixel comes back).",
         epilog=f"examples:  {prog} encode digit.png digit.cae --quality 3\n"
                f"           {prog} encode photo.jpg out.cae --mode photo --quality 3\n"
+               f"           {prog} encode digit.png exact.cae --lossless\n"
                f"           {prog} decode out.cae out.png\n"
                f"           {prog} info out.cae",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -43,6 +45,10 @@ def _build_parser(prog: str = "cae"):
                      help="digit mode: encode a 28x28 image as it is (gray levels only). Without "
                           "it, an MNIST-style digit (28x28, gray, dark background) is encoded "
                           "as it is and any other image is made MNIST-like first")
+    enc.add_argument("--lossless", action="store_true",
+                     help="the lossless digit codec (.cae v4): IN_IMAGE must be exactly 28x28 8-bit "
+                          "gray, and decoding gives back every pixel; default model "
+                          "models/lossless.keras")
     dec = sub.add_parser("decode", help=".cae file -> PNG image",
                          description="Decode IN.cae into a grayscale PNG. With a folder as "
                                      "IN.cae, every .cae file in it is decoded into the folder OUT.")
@@ -86,6 +92,11 @@ def describe_file(path) -> str:
         n = (len(data) - formats.CAE_V0_MIN_SIZE) // 4
         return (f"{path}: .cae version 0 (float latent), {n} float32 numbers, model fingerprint "
                 f"{data[4:8].hex()}, {len(data)} bytes")
+    if kind == "v4":
+        model_byte, h, w, _, payload = formats.unpack_v4(data, source=str(path))
+        return (f"{path}: .cae version 4 (lossless digit codec), {w}x{h} pixels, model byte "
+                f"0x{model_byte:02x}, {len(data)} bytes ({len(payload)} of payload, "
+                f"{8 * len(data) / (h * w):.3f} bits per pixel)")
     if kind in ("v1", "v2", "v3"):
         first = data[0]
         quality, model_byte, h, w, payload = formats.unpack_v1(data, source=str(path), first_byte=first)
@@ -107,6 +118,9 @@ def _run_folder(args) -> str:
         return f"wrote {len(done)} PNG files to {args.output}"
     if args.mode != "digit":
         raise CAEError("A folder can only be encoded in digit mode; encode photos one at a time.")
+    if args.lossless:
+        raise CAEError("A folder is encoded by the lossy digit codec only; encode lossless files one "
+                       "at a time (cae encode IN.png OUT.cae --lossless).")
     done = encode_image_folder(args.input, args.output, args.quality, args.model, args.force,
                                preprocess=not args.no_preprocess)
     foreign = [d for d in done if d["note"]]
@@ -138,11 +152,14 @@ def main(argv: list[str] | None = None, prog: str = "cae") -> int:
             return 0
         if args.command == "encode":
             info = encode_image_file(args.input, args.output, args.model, args.force, args.quality,
-                                     args.mode, preprocess=not args.no_preprocess)
+                                     args.mode, preprocess=not args.no_preprocess,
+                                     lossless=args.lossless)
             if info.get("note"):
                 print(info["note"])
             extra = ""
-            if args.mode == "photo":
+            if args.lossless:
+                extra = f", lossless 28x28, {info['bpp']:.3f} bits per pixel"
+            elif args.mode == "photo":
                 h, w = info["image"].shape
                 extra = f", {w}x{h} grayscale, {info['bpp']:.3f} bits per pixel"
             print(f"wrote {info['path']} ({info['bytes']} bytes{extra})")

@@ -22,6 +22,7 @@ from .fileio import check_output_path, write_output
 from .formats import (
     CAE_MAGIC,
     CAE_V1_FIRST_BYTE,
+    CAE_V4_FIRST_BYTE,
     PHOTO_FIRST_BYTES,
     pack_float_latent,
     unpack_float_latent,
@@ -33,7 +34,8 @@ from .photo_codec import load_photo_codec, photo_qualities
 
 
 def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
-                      quality: int | None = None, mode: str = "digit", preprocess: bool = True) -> dict:
+                      quality: int | None = None, mode: str = "digit", preprocess: bool = True,
+                      lossless: bool = False) -> dict:
     """Encode an image file into a ``.cae`` file.
 
     ``mode="photo"`` (needs ``quality``): the photo codec, for an image of any size; it
@@ -52,7 +54,13 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
     rate-distortion model). Returns a dict with the output path, its size in bytes, the
     28x28 digit and the note. The output is written atomically and an existing file is
     kept unless ``force``.
+
+    ``lossless=True``: the lossless digit codec (``.cae`` version 4) for an image that is
+    exactly 28x28 8-bit gray; see :func:`caecodec.lossless.encode_lossless_file`.
     """
+    if lossless:
+        from .lossless import encode_lossless_file
+        return encode_lossless_file(in_path, out_path, model_path, force, quality, mode)
     out_path = Path(out_path)
     if mode not in ("digit", "photo"):
         raise CAEError(f"mode must be 'digit' or 'photo', got {mode!r}.")
@@ -81,10 +89,11 @@ def encode_image_file(in_path, out_path, model_path=None, force: bool = False,
 
 def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
                     quality: int | None = None) -> dict:
-    """Decode a ``.cae`` file (version 0 to 3, told apart by its first byte) into a PNG.
+    """Decode a ``.cae`` file (version 0 to 4, told apart by its first byte) into a PNG.
 
     Version 2 and 3 (photo codec) files decode to their own size as a grayscale ``uint8``
-    ``(H, W)`` image; versions 0 and 1 to a 28x28 digit.
+    ``(H, W)`` image; version 4 (lossless) to the exact ``uint8`` ``(28, 28)`` digit;
+    versions 0 and 1 to a 28x28 digit.
 
     For version 1 the quality is read from the file; a ``quality`` given here must match
     it. Returns a dict with the output path and the decoded image ``(28,28,1)`` in [0, 1].
@@ -100,6 +109,9 @@ def decode_cae_file(in_path, out_path, model_path=None, force: bool = False,
     if not in_path.is_file():
         raise CAEError(f"Input file {in_path} does not exist.")
     data = in_path.read_bytes()
+    if data[:1] == bytes([CAE_V4_FIRST_BYTE]):  # the lossless digit codec: exact uint8 pixels
+        from .lossless import decode_lossless_file
+        return decode_lossless_file(data, in_path, out_path, model_path, force, quality)
     if data[:1] and data[0] in PHOTO_FIRST_BYTES:
         file_quality, *_ = unpack_v1(data, source=str(in_path), expect_quality=quality,
                                      first_byte=data[0])

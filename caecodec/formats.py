@@ -24,8 +24,9 @@ compact layout; only the first byte differs::
     next 2      CRC-16 (CCITT) of the header before it and of the payload
     the rest    the range-coded payload
 
-For a 28x28 digit the header is 7 bytes. :func:`sniff` tells the versions apart by the
-first byte, so a decoder picks the codec without being told.
+For a 28x28 digit the header is 7 bytes. Version 4 (the lossless digit codec, notebook
+07) has its own section at the end. :func:`sniff` tells the versions apart by the first
+byte, so a decoder picks the codec without being told.
 Layer 1: imports only :mod:`caecodec.errors` (and numpy).
 """
 from __future__ import annotations
@@ -182,6 +183,9 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
         if data[0] == CAE_V1_FIRST_BYTE:
             raise CAEError(f"{source} was written by the 28x28 digit codec (.cae version 1); "
                            "decode it with the digit codec (the command line picks it automatically).")
+        if data[0] == 0xC4:  # CAE_V4_FIRST_BYTE
+            raise CAEError(f"{source} was written by the lossless digit codec (.cae version 4); "
+                           "the command line picks its decoder automatically.")
         if data[:3] == CAE_MAGIC[:len(data[:3])]:
             raise CAEError(f"{source} is a version-0 .cae file (float latent); decode it without "
                            "--quality.")
@@ -237,7 +241,8 @@ def cae_v1_fields(data: bytes) -> list[tuple[int, int, str, bytes]]:
 
 def sniff(data: bytes) -> str:
     """Which ``.cae`` format ``data`` starts with: ``"v0"``, ``"v1"``, ``"v2"``, ``"v3"``
-    or ``"unknown"``. Reads only the first bytes; checks nothing else."""
+    (photo codecs), ``"v4"`` (lossless) or ``"unknown"``. Reads only the first bytes;
+    checks nothing else."""
     head = bytes(data[:3])
     if head[:1] == bytes([CAE_V1_FIRST_BYTE]):
         return "v1"
@@ -245,6 +250,108 @@ def sniff(data: bytes) -> str:
         return "v2"
     if head[:1] == bytes([CAE_V3_FIRST_BYTE]):
         return "v3"
+    if head[:1] == bytes([0xC4]):  # CAE_V4_FIRST_BYTE (defined below, with version 4)
+        return "v4"
     if head == CAE_MAGIC:
         return "v0"
     return "unknown"
+
+
+# ------------------------------------------------------------------------------------------
+# Version 4: the lossless digit codec (notebook 07)
+# ------------------------------------------------------------------------------------------
+# byte 0      0xC4: magic nibble 0xC and the version
+# byte 1      model check: the first byte of the lossless model's fingerprint
+# bytes 2..   image height, then width, each a LEB128 varint (28 and 28: one byte each)
+# next 2      CRC-16 (CCITT) of the header before it and of the payload: checked before
+#             decoding, and by `cae info`
+# next 2      CRC-16 (CCITT) of the 784 decoded pixels: checked after decoding, so a decoder
+#             whose probabilities differ from the encoder's refuses instead of returning a
+#             wrong digit
+# the rest    the range-coded payload
+# For a 28x28 digit the header is 8 bytes.
+
+CAE_V4_FIRST_BYTE = 0xC4
+CAE_V4_SIDE = 28
+
+
+def pixel_crc(pixels: np.ndarray) -> int:
+    """CRC-16 (CCITT) of a digit's pixels, ``uint8`` row by row: the check decoding makes."""
+    import binascii
+
+    return binascii.crc_hqx(np.ascontiguousarray(pixels, np.uint8).tobytes(), 0xFFFF)
+
+
+def pack_v4(fingerprint: bytes, height: int, width: int, pixels_crc: int, payload: bytes) -> bytes:
+    """A complete ``.cae`` v4 (lossless) file: the header (see above), then ``payload``."""
+    import binascii
+
+    if len(bytes(fingerprint)) < 1:
+        raise CAEError("A model fingerprint of at least one byte is needed to write a .cae file.")
+    height = check_int("height", height, 1, CAE_MAX_DIMENSION)
+    width = check_int("width", width, 1, CAE_MAX_DIMENSION)
+    head = bytes([CAE_V4_FIRST_BYTE, fingerprint[0]]) + varint(height) + varint(width)
+    crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
+    return head + struct.pack(">HH", crc, check_int("pixel CRC", pixels_crc, 0, 0xFFFF)) + bytes(payload)
+
+
+def unpack_v4(data: bytes, fingerprint: bytes | None = None,
+              source: str = "the .cae data") -> tuple[int, int, int, int, bytes]:
+    """Check a ``.cae`` v4 file and split it: ``(model_byte, height, width, pixel_crc, payload)``.
+
+    Checks, in order: not empty, the magic/version byte, a complete size of 28x28, the
+    CRC over header and payload, then the model byte (against ``fingerprint`` if given).
+    Raises :class:`CAEError` saying which check failed and what to do.
+    """
+    import binascii
+
+    data = bytes(data)
+    if not data:
+        raise CAEError(f"{source} is empty (0 bytes).")
+    if data[0] != CAE_V4_FIRST_BYTE:
+        names = {CAE_V1_FIRST_BYTE: "the learned digit codec (.cae version 1)",
+                 CAE_V2_FIRST_BYTE: "the photo codec (.cae version 2)"}
+        if data[0] in names:
+            raise CAEError(f"{source} was written by {names[data[0]]}, not the lossless codec; "
+                           "the command line picks the right decoder automatically.")
+        if data[:3] == CAE_MAGIC[:len(data[:3])]:
+            raise CAEError(f"{source} is a version-0 .cae file (float latent), not a lossless one.")
+        if data[0] >> 4 == 0xC:
+            raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}, not the lossless "
+                           "format (version 4); `cae decode` picks the decoder from the first byte.")
+        raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
+    if len(data) < 8:
+        raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the 8-byte header.")
+    model_byte = data[1]
+    height, pos = read_varint(data, 2, source)
+    width, pos = read_varint(data, pos, source)
+    if (height, width) != (CAE_V4_SIDE, CAE_V4_SIDE):
+        raise CAEError(f"{source} is corrupt: it claims a {width}x{height} image, but lossless "
+                       f".cae files hold 28x28 digits.")
+    if len(data) < pos + 4:
+        raise CAEError(f"{source} is truncated: the header ends early.")
+    crc, pixels_crc = struct.unpack(">HH", data[pos:pos + 4])
+    payload = data[pos + 4:]
+    if binascii.crc_hqx(payload, binascii.crc_hqx(data[:pos], 0xFFFF)) != crc:
+        raise CAEError(f"{source} is corrupt or truncated: its checksum does not match.")
+    if fingerprint is not None and model_byte != fingerprint[0]:
+        raise CAEError(f"{source} was written by a different lossless model (model byte "
+                       f"0x{model_byte:02x}, this model has 0x{fingerprint[0]:02x}); decode it with "
+                       "the model that encoded it (--model).")
+    return model_byte, height, width, pixels_crc, payload
+
+
+def cae_v4_fields(data: bytes) -> list[tuple[int, int, str, bytes]]:
+    """Split a ``.cae`` v4 file into its fields (checked with :func:`unpack_v4` first):
+    ``(offset, size, name, field bytes)``, as :func:`cae_v1_fields` does for version 1."""
+    data = bytes(data)
+    unpack_v4(data)
+    _, pos_h = read_varint(data, 2, "the .cae data")
+    _, pos_w = read_varint(data, pos_h, "the .cae data")
+    return [(0, 1, "magic 0xC + version 4", data[0:1]),
+            (1, 1, "model byte (fingerprint[0])", data[1:2]),
+            (2, pos_h - 2, "height (varint)", data[2:pos_h]),
+            (pos_h, pos_w - pos_h, "width (varint)", data[pos_h:pos_w]),
+            (pos_w, 2, "CRC-16 of header and payload", data[pos_w:pos_w + 2]),
+            (pos_w + 2, 2, "CRC-16 of the decoded pixels", data[pos_w + 2:pos_w + 4]),
+            (pos_w + 4, len(data) - pos_w - 4, "range-coded payload", data[pos_w + 4:])]
