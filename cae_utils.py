@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from caecodec import paths
+# caecodec.backend first: it silences TensorFlow's start-up log before Keras loads TensorFlow.
 from caecodec.backend import device_name, keras, quiet_tensorflow, set_seed, tf  # noqa: F401
+from keras import layers  # noqa: E402
 from caecodec.errors import CAEError, check_int
 from caecodec.fileio import atomic_write_bytes, finite_or_str
 from caecodec.images import to_float_images, to_uint8_images  # noqa: F401  (cu.to_uint8_images: notebooks)

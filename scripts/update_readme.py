@@ -221,6 +221,12 @@ def lossless_section() -> list[str]:
             f"{learned['encode_seconds']:.1f} s and decoding {learned['decode_seconds']:.1f} s for all "
             f"{learned['images']:,} digits ({learned['cpu_seconds']:.0f} s of CPU time) on the shared 2-core "
             f"machine (load average {ll['load_average_start']} at the start)."]
+    up = ll.get("user_path")
+    if up:
+        out += ["", f"Through the user's files (PNG -> `cae encode --lossless` -> .cae -> `cae decode` -> PNG, "
+                f"one digit at a time) on the first {up['images']:,} test digits: {up['mean_bytes']:.2f} B per "
+                f".cae file, {up['bit_exact_png']:,} decoded PNGs identical to the originals, "
+                f"{up['same_bytes_as_batch']:,} files byte-identical to the batch run's."]
     out += ["", "The goals set for the lossless codec, as measured:", "",
             table(["goal", "met", "measured"], [[g["goal"], "yes" if g["met"] else "**no**", g["measured"]]
                                                 for g in ll["goals"]])]
