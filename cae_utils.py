@@ -324,7 +324,8 @@ class TrainingPanel:
 # The rest of the course's tools live in the codec package, one module per job. They are
 # reached as ``cu.<module>.<name>``, so a cell says where its tool comes from:
 #   notebook 02  cu.models (the builders), cu.plots (architecture figures)
-#   notebook 03  cu.training (losses, the trainer, sweeps), cu.modelio (save and load)
+#   notebook 03  cu.training (losses, the trainer, sweeps), cu.modelio (save and load),
+#                cu.machine (the load average beside a timing)
 #   notebook 04  cu.images (any image -> a digit), cu.formats (.cae bytes), cu.files, cu.cli
 #   notebook 05  cu.digit_codec, cu.entropy, cu.keras_layers, cu.classic, cu.pca,
 #                cu.compare, cu.bdrate, cu.rd_plots
@@ -334,7 +335,7 @@ class TrainingPanel:
 #                exact integer network), cu.lossless_eval (comparisons, where the bits go)
 from caecodec import (  # noqa: E402,F401
     app, bdrate, classic, cli, codec_training, compare, digit_codec, entropy, files, formats,
-    images, keras_layers, matched, metrics, modelio, models, pca, photo_codec, photo_eval,
+    images, keras_layers, machine, matched, metrics, modelio, models, pca, photo_codec, photo_eval,
     plots, rd_plots, training)
 from caecodec import photo_context  # noqa: E402,F401  (notebook 06: the photo codec's context model)
 from caecodec import lossless, lossless_eval, lossless_model, lossless_net  # noqa: E402,F401

@@ -30,17 +30,15 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from caecodec import fileio, files, lossless, lossless_eval  # noqa: E402
+from caecodec import fileio, files, lossless, lossless_eval, machine  # noqa: E402
 from caecodec.mnist import load_mnist_u8  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "lossless.json"
 
 
 def load_average():
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
+    value = machine.load_average()  # None on Windows
+    return None if value is None else round(value, 2)
 
 
 def user_path(codec, x_u8: np.ndarray, batch_files: list[bytes]) -> dict:

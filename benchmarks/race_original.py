@@ -78,7 +78,7 @@ if ARGS is not None and ARGS.quick:
 
 sys.path.insert(0, str(HERE.parent))
 import cae_utils as cu  # noqa: E402
-from caecodec import fileio, modelio, models, training  # noqa: E402
+from caecodec import fileio, machine, modelio, models, training  # noqa: E402
 from cae_utils import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
@@ -267,7 +267,7 @@ def main(args) -> int:
     budget_minutes = args.budget_minutes if args.budget_minutes is not None else (0.5 if cu.QUICK else 15.0)
     out = Path(args.out) if args.out else HERE / "results" / ("quick" if cu.QUICK else "") / "race_original.json"
     (x_train, _), (x_test, _) = cu.load_mnist()
-    load_before = os.getloadavg()
+    load_before = machine.load_average()  # None on Windows
     print(f"{cu.mode_banner()}\nRace to a test loss of {' then '.join(f'{t:g}' for t in targets)} "
           f"(SSE per 8 images); budget {budget_minutes:g} min of training per recipe; evaluation "
           f"every ~{args.eval_every_images} images (then every 5% of the steps) on all {len(x_test)} "
@@ -353,8 +353,8 @@ def main(args) -> int:
         "wall_seconds_total": round(time.time() - started, 1),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.machine(),
-                    "load_average_1min_before": round(load_before[0], 2),
-                    "load_average_1min_after": round(os.getloadavg()[0], 2)},
+                    "load_average_1min_before": load_before,
+                    "load_average_1min_after": machine.load_average()},
         "versions": modelio.library_versions(),
         "note": ("Wall-clock times on a shared machine: other jobs running at the same time inflate them "
                  "(see the load averages); the CPU times (all threads of this process) are disturbed "

@@ -18,7 +18,6 @@ Stages, each recorded in the model's JSON card (``caecodec/models/lossless.json`
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -26,17 +25,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from caecodec import lossless, lossless_model, lossless_net, modelio  # noqa: E402
+from caecodec import lossless, lossless_model, lossless_net, machine, modelio  # noqa: E402
 from caecodec.images import to_float_images  # noqa: E402
 from caecodec.mnist import load_mnist_u8  # noqa: E402
 
 
 def load_average() -> float | None:
     """The machine's 1-minute load average (other users' work slows every timing here)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
+    value = machine.load_average()  # None on Windows
+    return None if value is None else round(value, 2)
 
 
 def evaluate(codec, x_test_u8: np.ndarray) -> dict:
