@@ -94,7 +94,7 @@ def codec_section() -> list[str]:
                 f"{worst['psnr_difference_db']:+.3f} dB (q{worst['quality']}, {worst['images']:,} digits)."]
     bd = rd["bd"]
     names = {"webp": "WebP", "jxl": "JPEG XL", "jpeg": "JPEG", "jpeg2000": "JPEG 2000", "avif": "AVIF", "pca": "PCA"}
-    out += ["", "Bjøntegaard delta rate of the CAE (negative = fewer bytes for the same PSNR), each on the "
+    out += ["", "[Bjøntegaard](https://www.itu.int/wftp3/av-arch/video-site/0104_Aus/VCEG-M33.doc) delta rate of the CAE (negative = fewer bytes for the same PSNR), each on the "
             "same digits: " + "; ".join(
                 f"against {names.get(k, k)} " + (f"**{v['bd_rate_percent']:+.1f}%**" if v.get("bd_rate_percent")
                                                  is not None else "n/a")
