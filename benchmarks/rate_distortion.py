@@ -66,7 +66,7 @@ sys.path.insert(0, str(HERE.parent))
 import numpy as np  # noqa: E402
 
 import cae_utils as cu  # noqa: E402
-from caecodec import bdrate, classic, codec_training, compare, digit_codec, fileio, modelio, pca as pca_codec  # noqa: E402
+from caecodec import bdrate, classic, codec_training, compare, digit_codec, fileio, machine, modelio, pca as pca_codec  # noqa: E402
 
 
 def _atomic_write(path: Path, text: str) -> None:
@@ -123,7 +123,7 @@ def main(args) -> int:
     x_test_u8 = cu.to_uint8_images(x_test)
     qualities = digit_codec.available_qualities()
     missing = sorted(set(digit_codec.QUALITY_LAMBDAS) - set(qualities))
-    load_before = os.getloadavg()
+    load_before = machine.load_average()  # None on Windows
     print(f"{cu.mode_banner()}\nLearned-codec qualities found: {qualities}"
           + (f" (MISSING: {missing})" if missing else ""), flush=True)
 
@@ -238,8 +238,8 @@ def main(args) -> int:
         "wall_seconds_total": round(time.time() - started, 1),
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "processor": platform.machine(),
-                    "load_average_1min_before": round(load_before[0], 2),
-                    "load_average_1min_after": round(os.getloadavg()[0], 2)},
+                    "load_average_1min_before": load_before,
+                    "load_average_1min_after": machine.load_average()},
         "versions": {**modelio.library_versions(), **_extra_versions()},
         "note": ("Times are wall-clock on a shared machine; the load averages show how busy it was. "
                  "Bytes and quality do not depend on the load."),
