@@ -20,8 +20,8 @@ from .photo_codec import PHOTO_TRAINING_IMAGES
 #: The app's picker: MNIST test digits (by index) and photos shipped inside scikit-image.
 APP_MNIST_DIGITS = (0, 1, 2, 3, 4, 7)
 APP_SAMPLE_PHOTOS = ("camera", "astronaut", "coffee", "coins")
-#: Default digit quality: the middle of the shipped range (WebP fits under it, JPEG not).
-APP_DEFAULT_DIGIT_QUALITY = 5
+#: Default digit quality: about 130 bytes per digit, where WebP fits under it and JPEG does not.
+APP_DEFAULT_DIGIT_QUALITY = 9
 _APP_SAMPLES: dict = {}
 
 
