@@ -116,6 +116,35 @@ CAE_MAX_PIXELS = 1 << 26   # 67 million pixels (8192 x 8192): larger claims are 
 CAE_MAX_PIXELS_TEXT = "8192 x 8192"
 
 
+#: The writer of each compact first byte, for the error that names it.
+_WRITERS = {CAE_V1_FIRST_BYTE: "the learned digit codec (.cae version 1, 28x28 digits)",
+            CAE_V2_FIRST_BYTE: "the photo codec (.cae version 2)",
+            CAE_V3_FIRST_BYTE: "the photo codec with its context model (.cae version 3)",
+            0xC4: "the lossless digit codec (.cae version 4)"}  # CAE_V4_FIRST_BYTE, defined below
+
+
+def _refuse_other_format(data: bytes, source: str):
+    """Raise the :class:`CAEError` for a file whose first byte is not the one expected:
+    it names the codec that wrote it (the command line picks that codec by itself)."""
+    if data[0] in _WRITERS:
+        raise CAEError(f"{source} was written by {_WRITERS[data[0]]}; decode it with that codec "
+                       "(the command line picks it from the first byte).")
+    if data[:3] == CAE_MAGIC[:len(data[:3])]:
+        raise CAEError(f"{source} is a version-0 .cae file (float latent); decode it without "
+                       "--quality.")
+    if data[0] >> 4 == 0xC:
+        raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}; this code reads "
+                       "versions 0 to 4.")
+    raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
+
+
+def header_crc(head: bytes, payload: bytes) -> int:
+    """CRC-16 (CCITT) of a compact header and its payload, as versions 1 to 4 store it."""
+    import binascii
+
+    return binascii.crc_hqx(bytes(payload), binascii.crc_hqx(bytes(head), 0xFFFF))
+
+
 def varint(n: int) -> bytes:
     """``n`` (>= 0) as a LEB128 varint: 7 bits per byte, low bits first, high bit = more."""
     out = bytearray()
@@ -144,8 +173,6 @@ def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: 
 
     ``first_byte=CAE_V2_FIRST_BYTE`` (or ``CAE_V3_FIRST_BYTE``) writes the same layout as
     version 2 (or 3), the photo codec's."""
-    import binascii
-
     quality = check_int("quality", quality, 1, 15)
     if len(bytes(fingerprint)) < 1:
         raise CAEError("A model fingerprint of at least one byte is needed to write a .cae file.")
@@ -154,8 +181,7 @@ def pack_v1(quality: int, fingerprint: bytes, height: int, width: int, payload: 
     if first_byte not in (CAE_V1_FIRST_BYTE, *PHOTO_FIRST_BYTES):
         raise CAEError(f"Unknown .cae first byte 0x{first_byte:02x}.")
     head = bytes([first_byte, quality, fingerprint[0]]) + varint(height) + varint(width)
-    crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
-    return head + struct.pack(">H", crc) + bytes(payload)
+    return head + struct.pack(">H", header_crc(head, payload)) + bytes(payload)
 
 
 def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the .cae data",
@@ -171,28 +197,11 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
     byte (against ``fingerprint`` if given). Raises :class:`CAEError` saying which check
     failed and what to do.
     """
-    import binascii
-
     data = bytes(data)
     if not data:
         raise CAEError(f"{source} is empty (0 bytes).")
     if data[0] != first_byte:
-        if data[0] in PHOTO_FIRST_BYTES:
-            raise CAEError(f"{source} was written by the photo codec (.cae version {data[0] & 0xF}); "
-                           "decode it with the photo codec (the command line picks it automatically).")
-        if data[0] == CAE_V1_FIRST_BYTE:
-            raise CAEError(f"{source} was written by the 28x28 digit codec (.cae version 1); "
-                           "decode it with the digit codec (the command line picks it automatically).")
-        if data[0] == 0xC4:  # CAE_V4_FIRST_BYTE
-            raise CAEError(f"{source} was written by the lossless digit codec (.cae version 4); "
-                           "the command line picks its decoder automatically.")
-        if data[:3] == CAE_MAGIC[:len(data[:3])]:
-            raise CAEError(f"{source} is a version-0 .cae file (float latent); decode it without "
-                           "--quality.")
-        if data[0] >> 4 == 0xC:
-            raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}; this code reads "
-                           "versions 0 to 3.")
-        raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
+        _refuse_other_format(data, source)
     if len(data) < 7:
         raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the header.")
     quality, model_byte = data[1], data[2]
@@ -207,7 +216,7 @@ def unpack_v1(data: bytes, fingerprint: bytes | None = None, source: str = "the 
         raise CAEError(f"{source} is truncated: the header ends early.")
     (crc,) = struct.unpack(">H", data[pos:pos + 2])
     payload = data[pos + 2:]
-    if binascii.crc_hqx(payload, binascii.crc_hqx(data[:pos], 0xFFFF)) != crc:
+    if header_crc(data[:pos], payload) != crc:
         raise CAEError(f"{source} is corrupt or truncated: its checksum does not match.")
     if not 1 <= quality <= 15:
         raise CAEError(f"{source} is corrupt: quality {quality} is not a valid level.")
@@ -284,15 +293,13 @@ def pixel_crc(pixels: np.ndarray) -> int:
 
 def pack_v4(fingerprint: bytes, height: int, width: int, pixels_crc: int, payload: bytes) -> bytes:
     """A complete ``.cae`` v4 (lossless) file: the header (see above), then ``payload``."""
-    import binascii
-
     if len(bytes(fingerprint)) < 1:
         raise CAEError("A model fingerprint of at least one byte is needed to write a .cae file.")
     height = check_int("height", height, 1, CAE_MAX_DIMENSION)
     width = check_int("width", width, 1, CAE_MAX_DIMENSION)
     head = bytes([CAE_V4_FIRST_BYTE, fingerprint[0]]) + varint(height) + varint(width)
-    crc = binascii.crc_hqx(payload, binascii.crc_hqx(head, 0xFFFF))
-    return head + struct.pack(">HH", crc, check_int("pixel CRC", pixels_crc, 0, 0xFFFF)) + bytes(payload)
+    return (head + struct.pack(">HH", header_crc(head, payload), check_int("pixel CRC", pixels_crc, 0, 0xFFFF))
+            + bytes(payload))
 
 
 def unpack_v4(data: bytes, fingerprint: bytes | None = None,
@@ -303,23 +310,11 @@ def unpack_v4(data: bytes, fingerprint: bytes | None = None,
     CRC over header and payload, then the model byte (against ``fingerprint`` if given).
     Raises :class:`CAEError` saying which check failed and what to do.
     """
-    import binascii
-
     data = bytes(data)
     if not data:
         raise CAEError(f"{source} is empty (0 bytes).")
     if data[0] != CAE_V4_FIRST_BYTE:
-        names = {CAE_V1_FIRST_BYTE: "the learned digit codec (.cae version 1)",
-                 CAE_V2_FIRST_BYTE: "the photo codec (.cae version 2)"}
-        if data[0] in names:
-            raise CAEError(f"{source} was written by {names[data[0]]}, not the lossless codec; "
-                           "the command line picks the right decoder automatically.")
-        if data[:3] == CAE_MAGIC[:len(data[:3])]:
-            raise CAEError(f"{source} is a version-0 .cae file (float latent), not a lossless one.")
-        if data[0] >> 4 == 0xC:
-            raise CAEError(f"{source} uses .cae format version {data[0] & 0xF}, not the lossless "
-                           "format (version 4); `cae decode` picks the decoder from the first byte.")
-        raise CAEError(f"{source} is not a .cae file (its first byte is 0x{data[0]:02x}).")
+        _refuse_other_format(data, source)
     if len(data) < 8:
         raise CAEError(f"{source} is truncated: {len(data)} bytes is shorter than the 8-byte header.")
     model_byte = data[1]
@@ -332,7 +327,7 @@ def unpack_v4(data: bytes, fingerprint: bytes | None = None,
         raise CAEError(f"{source} is truncated: the header ends early.")
     crc, pixels_crc = struct.unpack(">HH", data[pos:pos + 4])
     payload = data[pos + 4:]
-    if binascii.crc_hqx(payload, binascii.crc_hqx(data[:pos], 0xFFFF)) != crc:
+    if header_crc(data[:pos], payload) != crc:
         raise CAEError(f"{source} is corrupt or truncated: its checksum does not match.")
     if fingerprint is not None and model_byte != fingerprint[0]:
         raise CAEError(f"{source} was written by a different lossless model (model byte "
