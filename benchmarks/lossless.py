@@ -36,11 +36,6 @@ from caecodec.mnist import load_mnist_u8  # noqa: E402
 OUT = ROOT / "benchmarks" / "results" / "lossless.json"
 
 
-def load_average():
-    value = machine.load_average()  # None on Windows
-    return None if value is None else round(value, 2)
-
-
 def user_path(codec, x_u8: np.ndarray, batch_files: list[bytes]) -> dict:
     """PNG file -> .cae (encode --lossless) -> PNG, through caecodec.files, digit by digit."""
     from PIL import Image
@@ -77,7 +72,7 @@ def main(argv=None) -> int:
     codec = lossless.load_lossless_codec()
     card = codec.card
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "test_images": int(len(x)), "cpus": os.cpu_count(), "load_average_start": load_average(),
+              "test_images": int(len(x)), "cpus": os.cpu_count(), "load_average_start": machine.load_average(),
               "model": "caecodec/models/lossless.keras", "fingerprint": codec.fingerprint.hex()}
 
     c0 = time.process_time()
@@ -86,7 +81,7 @@ def main(argv=None) -> int:
     row["cpu_seconds"] = round(cpu, 1)
     print(f"learned: {row['mean_bytes']:.2f} B ({row['bpp']:.3f} bpp), {row['bit_exact']:,}/{len(x):,} "
           f"bit-exact, encode {row['encode_seconds']:.1f} s + decode {row['decode_seconds']:.1f} s "
-          f"(CPU {cpu:.1f} s; load average {load_average()})", flush=True)
+          f"(CPU {cpu:.1f} s; load average {machine.load_average()})", flush=True)
     learned_files = row.pop("files")
     estimates = row.pop("estimates")
     sizes = row["sizes"]
@@ -137,7 +132,7 @@ def main(argv=None) -> int:
         {"goal": "model at most 2 MB, with its JSON card", "met": sum(model_files.values()) <= 2_000_000,
          "measured": ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in model_files.items())},
     ]
-    result["load_average_end"] = load_average()
+    result["load_average_end"] = machine.load_average()
     fileio.write_json(OUT, result)
     print(f"wrote {OUT.relative_to(ROOT)}")
     for g in result["goals"]:

@@ -12,13 +12,13 @@ import sys
 
 
 def load_average() -> float | None:
-    """The 1-minute load average (runnable processes, averaged), or ``None`` where the
-    system has none (Windows)."""
+    """The 1-minute load average (runnable processes, averaged; 2 decimals), or ``None``
+    where the system has none (Windows)."""
     getloadavg = getattr(os, "getloadavg", None)
     if getloadavg is None:
         return None
     try:
-        return float(getloadavg()[0])
+        return round(float(getloadavg()[0]), 2)
     except OSError:
         return None
 

@@ -30,12 +30,6 @@ from caecodec.images import to_float_images  # noqa: E402
 from caecodec.mnist import load_mnist_u8  # noqa: E402
 
 
-def load_average() -> float | None:
-    """The machine's 1-minute load average (other users' work slows every timing here)."""
-    value = machine.load_average()  # None on Windows
-    return None if value is None else round(value, 2)
-
-
 def evaluate(codec, x_test_u8: np.ndarray) -> dict:
     """Real bytes of every test digit, and whether each decodes exactly."""
     t0, c0 = time.perf_counter(), time.process_time()
@@ -49,7 +43,7 @@ def evaluate(codec, x_test_u8: np.ndarray) -> dict:
             "bit_exact": int(np.all(back == x_test_u8, axis=(1, 2)).sum()),
             "encode_seconds": round(t1 - t0, 1), "decode_seconds": round(t2 - t1, 1),
             "encode_cpu_seconds": round(c1 - c0, 1), "decode_cpu_seconds": round(c2 - c1, 1),
-            "load_average": load_average()}
+            "load_average": machine.load_average()}
 
 
 def main(argv=None) -> int:
@@ -72,7 +66,7 @@ def main(argv=None) -> int:
     trainer, _ = lossless_model.build_lossless_model(**arch)
     stages = []
 
-    load0 = load_average()
+    load0 = machine.load_average()
     budget = None if args.steps else args.minutes * 60
     r = lossless_model.train_lossless(trainer, x_train, steps=args.steps, seconds=budget,
                                       batch_size=args.batch_size, learning_rate=args.learning_rate,
@@ -83,7 +77,7 @@ def main(argv=None) -> int:
                    "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                    "optimizer": "adam, warm-up 300 steps, cosine decay to 0",
                    "final_train_bits": round(float(r["history"]["loss"][-1]), 2),
-                   "load_average": [load0, load_average()]})
+                   "load_average": [load0, machine.load_average()]})
     print(f"trained {r['steps']} steps ({r['images']:,} digits) in {r['seconds']:.0f} s", flush=True)
 
     t0 = time.perf_counter()
